@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.editable
+
+# Third-party packages: re-installed only when the lock file changes.
+$(VENV)/.locked: requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.lock
+	touch $@
+
+# The core and every first-party plugin, editable, each from its own pyproject.toml.
+$(VENV)/.editable: $(VENV)/.locked pyproject.toml $(PLUGIN_PROJECTS)
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		-e . $(foreach p,$(PLUGIN_PROJECTS),-e $(dir $(p)))
+	touch $@
+
+demo: install
+	$(VENV)/bin/blip2 demo
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from blip2core.cli.main import main
+
+main()

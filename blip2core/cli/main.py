@@ -1,0 +1,87 @@
+"""``blip2``: the root click group, error handling, and the core's own commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from blip2core.errors import Blip2Error
+from blip2core.plugins import get_plugins
+from blip2core.spec import PipelineSpec, spec_json_schema
+
+
+@click.group()
+@click.version_option(package_name="blip2core", prog_name="blip2")
+def cli() -> None:
+    """BLIP-2-style vision-language pipelines from pluggable components."""
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json: bool) -> None:
+    """List discovered plugins and the components each registered."""
+    infos = get_plugins().infos
+    if as_json:
+        click.echo(json.dumps([info.to_dict() for info in infos], indent=2))
+        return
+    rows = [("DISTRIBUTION", "VERSION", "STATUS", "KIND", "NAME", "DESCRIPTION")]
+    for info in infos:
+        status = info.status if info.error is None else f"error: {info.error}"
+        if not info.components:
+            rows.append((info.distribution, info.version, status, "-", "-", ""))
+        for i, component in enumerate(info.components):
+            head = (info.distribution, info.version, status) if i == 0 else ("", "", "")
+            rows.append((*head, component.kind, component.name, component.description))
+    _print_table(rows)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+@cli.group("spec")
+def spec_group() -> None:
+    """Check and describe pipeline spec files."""
+
+
+@spec_group.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def spec_validate(file: str) -> None:
+    """Check FILE (YAML, JSON or TOML): structure, component names and their options."""
+    spec = PipelineSpec.from_file(file)
+    spec.check_components(get_plugins().registry)
+    click.echo(f"{file}: ok (vision={spec.vision.name}, bridge={spec.bridge.name}, llm={spec.llm.name})")
+
+
+@spec_group.command("schema")
+def spec_schema() -> None:
+    """Print the JSON schema of a pipeline spec, with every registered component's options."""
+    click.echo(json.dumps(spec_json_schema(get_plugins().registry), indent=2))
+
+
+def _add_plugin_commands() -> None:
+    for error in get_plugins().call_register_commands(cli):
+        click.echo(f"warning: {error}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``blip2``: a Blip2Error is one line on stderr and exit code 1."""
+    _add_plugin_commands()
+    try:
+        cli.main(args=argv, prog_name="blip2", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Blip2Error as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,170 @@
+"""``PipelineSpec``: which components make a pipeline, with their options.
+
+A spec file (YAML, JSON or TOML)::
+
+    vision: {name: eva-vit-g, options: {num_hidden_layers: 39}}
+    bridge: {name: qformer, options: {num_query_tokens: 32}}
+    llm: {name: opt, options: {path: facebook/opt-2.7b}}
+    dtype: bfloat16
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blip2core.errors import SpecError
+from blip2core.registry import Registry, format_validation_error
+
+DType = Literal["float32", "bfloat16", "float16"]
+QuantizeTarget = Literal["vision", "bridge", "llm"]
+
+#: spec field -> registry kind
+SLOT_KINDS: dict[str, str] = {
+    "vision": "vision_encoder",
+    "bridge": "bridge",
+    "llm": "language_model",
+    "preprocessor": "preprocessor",
+}
+
+
+class ComponentSpec(BaseModel):
+    """A component by registered name, with its options (validated by the component's model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSpec(BaseModel):
+    """Everything needed to compose a Pipeline.
+
+    Attributes:
+        vision, bridge, llm: the three components.
+        preprocessor: how images become pixel_values; default: the built-in one following the
+            encoder's PreprocessConfig.
+        quantize: per component (``vision`` / ``bridge`` / ``llm``), a quantizer and its options.
+        weights: a safetensors file of trained bridge weights, loaded after composition.
+        styles: extra named caption prompts (``caption(style=...)``).
+        device, dtype: where and in which precision the frozen parts run.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    vision: ComponentSpec
+    bridge: ComponentSpec
+    llm: ComponentSpec
+    preprocessor: ComponentSpec | None = None
+    quantize: dict[QuantizeTarget, ComponentSpec] = Field(default_factory=dict)
+    weights: str | None = None
+    styles: dict[str, str] = Field(default_factory=dict)
+    device: str = "cpu"
+    dtype: DType = "float32"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "spec") -> "PipelineSpec":
+        """Validate a mapping; errors read ``<source>: bridge.options: ...``."""
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(f"{source}: invalid pipeline spec\n{format_validation_error(exc)}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "PipelineSpec":
+        """Read a .yaml/.yml, .json or .toml spec file."""
+        return cls.from_dict(read_structured_file(path), source=str(path))
+
+    def check_components(self, registry: Registry) -> dict[str, BaseModel | None]:
+        """Check every named component exists and its options validate; returns the options.
+
+        Keys of the result are dotted spec paths (``vision``, ``quantize.llm``, ...).
+        """
+        checked: dict[str, BaseModel | None] = {}
+        for slot, kind in SLOT_KINDS.items():
+            ref: ComponentSpec | None = getattr(self, slot)
+            if ref is not None:
+                component = registry.get(kind, ref.name, path=f"{slot}.name")
+                checked[slot] = component.validate_options(ref.options, path=f"{slot}.options")
+        for target, ref in self.quantize.items():
+            component = registry.get("quantizer", ref.name, path=f"quantize.{target}.name")
+            checked[f"quantize.{target}"] = component.validate_options(ref.options, path=f"quantize.{target}.options")
+        return checked
+
+    def to_file(self, path: str | Path) -> None:
+        """Write as YAML or JSON (by suffix)."""
+        path = Path(path)
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        if path.suffix == ".json":
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        else:
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def read_structured_file(path: str | Path) -> Any:
+    """Parse YAML, JSON or TOML by suffix; every failure names the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            return yaml.safe_load(text)
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            return tomllib.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpecError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+    raise SpecError(f"{path}: unsupported spec format {suffix!r} (use .yaml, .yml, .json or .toml)")
+
+
+def spec_json_schema(registry: Registry) -> dict[str, Any]:
+    """JSON schema of PipelineSpec where each component slot lists its registered components
+    with their option schemas (``anyOf`` of ``{name: const, options: <schema>}``)."""
+    schema = copy.deepcopy(PipelineSpec.model_json_schema())
+    defs = schema.setdefault("$defs", {})
+
+    def variants(kind: str) -> list[dict[str, Any]]:
+        out = []
+        for name in registry.names(kind):
+            component = registry.components[kind][name]
+            if component.options is not None:
+                option_schema = component.options.model_json_schema(ref_template="#/$defs/{model}")
+                defs.update(option_schema.pop("$defs", {}))
+            else:
+                option_schema = {"type": "object", "maxProperties": 0}
+            out.append(
+                {
+                    "type": "object",
+                    "description": component.description,
+                    "properties": {"name": {"const": name}, "options": option_schema},
+                    "required": ["name"],
+                    "additionalProperties": False,
+                }
+            )
+        return out or [{"$ref": "#/$defs/ComponentSpec"}]
+
+    for slot, kind in SLOT_KINDS.items():
+        one_of = {"anyOf": variants(kind)}
+        schema["properties"][slot] = (
+            {"anyOf": [one_of, {"type": "null"}], "default": None} if slot == "preprocessor" else one_of
+        )
+    schema["properties"]["quantize"] = {
+        "type": "object",
+        "propertyNames": {"enum": ["vision", "bridge", "llm"]},
+        "additionalProperties": {"anyOf": variants("quantizer")},
+    }
+    return schema
