@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from blip2core.checkpoints.apply import load_checkpoints
 from blip2core.errors import Blip2Error
 from blip2core.pipeline import DTYPES, Pipeline
 from blip2core.protocols import Bridge, LanguageModel, Preprocessor, Quantizer, VisionEncoder
@@ -30,18 +31,23 @@ def _expect(instance: Any, protocol: type, what: str, component: Any) -> Any:
     return instance
 
 
-def build_pipeline(spec: PipelineSpec, registry: Registry) -> Pipeline:
-    """Validate every name and option first, then build, quantize, freeze, move and cast."""
+def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = True) -> Pipeline:
+    """Validate every name and option first; then build, load checkpoints, cast, quantize,
+    freeze and move. ``strict``: missing / unexpected checkpoint keys are errors."""
     options = spec.check_components(registry)
 
     vision_c = registry.get("vision_encoder", spec.vision.name)
     vision = _expect(vision_c.factory(options["vision"]), VisionEncoder, "vision encoder", vision_c)
 
-    llm_c = registry.get("language_model", spec.llm.name)
-    llm = _expect(llm_c.factory(options["llm"]), LanguageModel, "language model", llm_c)
+    llm = None
+    if spec.llm is not None:
+        llm_c = registry.get("language_model", spec.llm.name)
+        llm = _expect(llm_c.factory(options["llm"]), LanguageModel, "language model", llm_c)
 
     bridge_c = registry.get("bridge", spec.bridge.name)
-    bridge = bridge_c.factory(options["bridge"], vision_width=vision.width, llm_hidden_size=llm.hidden_size)
+    bridge = bridge_c.factory(
+        options["bridge"], vision_width=vision.width, llm_hidden_size=llm.hidden_size if llm is not None else None
+    )
     bridge = _expect(bridge, Bridge, "bridge", bridge_c)
 
     preprocessor = None
@@ -53,15 +59,21 @@ def build_pipeline(spec: PipelineSpec, registry: Registry) -> Pipeline:
             pre_c.factory(pre_options, preprocess_config=vision.preprocess_config), Preprocessor, "preprocessor", pre_c
         )
 
-    dtype = DTYPES[spec.dtype]
-    vision.to(dtype=dtype)
-    llm.to(dtype=dtype)
     parts = {"vision": vision, "bridge": bridge, "llm": llm}
+    report = load_checkpoints(parts, spec.weight_paths(), strict=strict) if spec.weights else None
+
+    dtype = DTYPES[spec.dtype]
+    for frozen in (vision, llm):
+        if frozen is not None:
+            frozen.to(dtype=dtype)
     for target, ref in spec.quantize.items():
+        if parts[target] is None:
+            raise Blip2Error(f"quantize.{target}: this pipeline has no {target} component")
         quant_c = registry.get("quantizer", ref.name)
         quantizer = _expect(quant_c.factory(options[f"quantize.{target}"]), Quantizer, "quantizer", quant_c)
         parts[target] = quantizer.quantize(parts[target])
 
     pipeline = Pipeline(spec, parts["vision"], parts["bridge"], parts["llm"], preprocessor)
+    pipeline.load_report = report
     pipeline.to(torch.device(spec.device))
     return pipeline

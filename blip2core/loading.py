@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from blip2core.checkpoints.hf_blip2 import read_hf_config, spec_from_hf_config
+from blip2core.checkpoints.hub import looks_like_hub_id, resolve_hub_id
+from blip2core.checkpoints.native import SPEC_FILE, is_native_folder
 from blip2core.compose import build_pipeline
 from blip2core.errors import SpecError
 from blip2core.pipeline import Pipeline
@@ -13,38 +16,72 @@ from blip2core.registry import Registry
 from blip2core.spec import PipelineSpec
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+Source = PipelineSpec | dict[str, Any] | str | Path
 
 
-def resolve_spec(source: PipelineSpec | dict[str, Any] | str | Path) -> PipelineSpec:
-    """Turn a spec object, a mapping or a spec file path into a PipelineSpec."""
+def resolve_spec(source: Source) -> PipelineSpec:
+    """Turn any accepted source into a PipelineSpec (weights are referenced, not read).
+
+    Accepted: a PipelineSpec; a dict in its shape; a YAML/JSON/TOML spec file; a folder written
+    by ``Pipeline.save``; a Hugging Face BLIP-2 folder; a Hugging Face hub id.
+    """
     if isinstance(source, PipelineSpec):
         return source
     if isinstance(source, dict):
         return PipelineSpec.from_dict(source)
     path = Path(source)
+    if path.is_dir():
+        return _spec_from_folder(path)
     if path.suffix.lower() in SPEC_SUFFIXES:
         return PipelineSpec.from_file(path)
-    if not path.exists():
-        raise SpecError(f"{source}: no such spec file, checkpoint folder or known model name")
-    raise SpecError(f"{source}: not a spec file (expected one of {', '.join(SPEC_SUFFIXES)})")
+    if path.suffix.lower() in WEIGHT_SUFFIXES:
+        raise SpecError(
+            f"{source}: a weights file alone does not say which encoder and LLM to build; name it in a "
+            f"spec's 'weights' list, or pass it as load_pipeline(spec, weights=[{str(source)!r}])"
+        )
+    if looks_like_hub_id(str(source)):
+        return _spec_from_folder(resolve_hub_id(str(source)))
+    raise SpecError(f"{source}: no such spec file, checkpoint folder or hub id")
+
+
+def _spec_from_folder(folder: Path) -> PipelineSpec:
+    if is_native_folder(folder):
+        return PipelineSpec.from_file(folder / SPEC_FILE)
+    config = read_hf_config(folder)
+    if config is not None:
+        return spec_from_hf_config(folder, config)
+    raise SpecError(
+        f"{folder}: not a model folder (expected {SPEC_FILE} written by Pipeline.save, "
+        "or a Hugging Face BLIP-2 config.json with model_type 'blip-2')"
+    )
 
 
 def load_pipeline(
-    source: PipelineSpec | dict[str, Any] | str | Path,
+    source: Source,
     *,
     device: str | None = None,
     dtype: str | None = None,
+    weights: list[str | Path] | None = None,
+    strict: bool = True,
     registry: Registry | None = None,
 ) -> Pipeline:
-    """Compose a Pipeline.
+    """Compose a Pipeline and load its weights.
 
     Args:
-        source: a PipelineSpec, a dict in its shape, or the path of a YAML/JSON/TOML spec file.
+        source: see ``resolve_spec``.
         device, dtype: override the spec's ``device`` / ``dtype`` (e.g. ``"cuda"``, ``"bfloat16"``).
+        weights: extra checkpoints applied after the spec's own (e.g. a LAVIS ``.pth``).
+        strict: missing or unexpected checkpoint keys raise CheckpointError (else: a warning).
         registry: components to use (default: every discovered plugin).
     """
     spec = resolve_spec(source)
-    overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if weights:
+        overrides["weights"] = [str(p) for p in spec.weight_paths()] + [str(Path(w).resolve()) for w in weights]
     if overrides:
+        base_dir = spec._base_dir
         spec = PipelineSpec.from_dict({**spec.model_dump(), **overrides})
-    return build_pipeline(spec, registry if registry is not None else get_registry())
+        spec._base_dir = base_dir
+    return build_pipeline(spec, registry if registry is not None else get_registry(), strict=strict)

@@ -13,13 +13,18 @@ spec's dtype; the bridge is trainable and stays in float32.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from blip2core.protocols import Bridge, BridgeOutput, LanguageModel, LanguageModelOutput, Preprocessor, VisionEncoder
+from blip2core.errors import Blip2Error
 from blip2core.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from blip2core.checkpoints.apply import LoadReport
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -61,7 +66,7 @@ class Pipeline(nn.Module):
         spec: PipelineSpec,
         vision: VisionEncoder,
         bridge: Bridge,
-        llm: LanguageModel,
+        llm: LanguageModel | None,
         preprocessor: Preprocessor | None = None,
     ) -> None:
         super().__init__()
@@ -70,15 +75,20 @@ class Pipeline(nn.Module):
         self.bridge = bridge
         self.llm = llm
         self.preprocessor = preprocessor
-        freeze(self.vision)
-        freeze(self.llm)
+        self.image_token_id = spec.image_token_id
+        self.load_report: LoadReport | None = None
+        for frozen in self.frozen_modules():
+            freeze(frozen)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [m for m in (self.vision, self.llm) if m is not None]
 
     # -- module plumbing -------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Pipeline":
         """Only the bridge changes mode: the frozen parts stay in eval mode (no dropout)."""
         super().train(mode)
-        self.vision.eval()
-        self.llm.eval()
+        for frozen in self.frozen_modules():
+            frozen.eval()
         return self
 
     @property
@@ -91,11 +101,23 @@ class Pipeline(nn.Module):
 
     @property
     def llm_dtype(self) -> torch.dtype:
-        return _module_dtype(self.llm)
+        return _module_dtype(self.llm) if self.llm is not None else torch.float32
+
+    def require_llm(self) -> LanguageModel:
+        if self.llm is None:
+            raise Blip2Error("this pipeline has no language model (its spec has no 'llm'): it can only encode")
+        return self.llm
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers that training changes: the bridge's."""
         return {f"bridge.{k}": v for k, v in self.bridge.state_dict().items()}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the native format: the spec plus safetensors of the trainable parts only
+        (frozen parts stay referenced by name / path). ``load_pipeline(folder)`` reads it back."""
+        from blip2core.checkpoints.native import save_pipeline
+
+        return save_pipeline(self, folder)
 
     # -- computation -----------------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> ImageEncoding:
@@ -115,19 +137,38 @@ class Pipeline(nn.Module):
         input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prefix the text embeddings with the image's soft prompt.
+        """Put the image's soft prompt in front of (or into) the text embeddings.
 
-        Returns inputs_embeds [B, Q+T, D] and attention_mask [B, Q+T].
+        When input_ids hold ``image_token_id`` placeholders (prompts tokenised the Hugging Face
+        way, Q per row), the soft prompt replaces them: inputs_embeds [B, T, D], mask [B, T].
+        Otherwise it is prepended: inputs_embeds [B, Q+T, D], attention_mask [B, Q+T].
         """
         if input_ids is None:
             return encoding.llm_inputs, encoding.llm_attention_mask
+        llm = self.require_llm()
         input_ids = input_ids.to(self.device)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        text_embeds = self.llm.embed_tokens(input_ids).to(self.llm_dtype)
+        text_embeds = llm.embed_tokens(input_ids).to(self.llm_dtype)
+        if self.image_token_id is not None:
+            placeholders = input_ids == self.image_token_id
+            if placeholders.any():
+                return self._fill_placeholders(encoding, text_embeds, placeholders), attention_mask.to(self.device)
         embeds = torch.cat([encoding.llm_inputs, text_embeds], dim=1)
         mask = torch.cat([encoding.llm_attention_mask, attention_mask.to(self.device, torch.long)], dim=1)
         return embeds, mask
+
+    @staticmethod
+    def _fill_placeholders(
+        encoding: ImageEncoding, text_embeds: torch.Tensor, placeholders: torch.Tensor
+    ) -> torch.Tensor:
+        expected = encoding.llm_inputs.shape[1]
+        counts = placeholders.sum(dim=1)
+        if (counts != expected).any():
+            raise Blip2Error(
+                f"each prompt needs exactly {expected} image tokens (one per query), found {counts.tolist()}"
+            )
+        return text_embeds.masked_scatter(placeholders.unsqueeze(-1), encoding.llm_inputs)
 
     def forward(
         self,
@@ -136,14 +177,18 @@ class Pipeline(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> LanguageModelOutput:
-        """Logits [B, Q+T, V] over the image prefix and the text; loss when labels [B, T] are given
-        (labels of the image positions are ignored)."""
+        """Logits over the image positions and the text, at the same positions as transformers'
+        ``Blip2ForConditionalGeneration``: [B, Q+T, V] (or [B, T, V] when input_ids already hold
+        the Q image placeholders). With labels [B, T] (-100 = ignore), the loss covers text only.
+        """
+        llm = self.require_llm()
         encoding = self.encode_images(pixel_values)
         embeds, mask = self.build_llm_inputs(encoding, input_ids, attention_mask)
-        if labels is not None:
-            prefix = torch.full(encoding.llm_attention_mask.shape, -100, dtype=torch.long, device=labels.device)
+        if labels is not None and labels.shape[1] < embeds.shape[1]:
+            pad = embeds.shape[1] - labels.shape[1]
+            prefix = torch.full((labels.shape[0], pad), -100, dtype=torch.long, device=labels.device)
             labels = torch.cat([prefix, labels], dim=1)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        return llm(inputs_embeds=embeds, attention_mask=mask, labels=labels)
 
     @torch.no_grad()
     def generate(
@@ -154,9 +199,10 @@ class Pipeline(nn.Module):
         **generate_kwargs: Any,
     ) -> torch.Tensor:
         """New token ids [B * num_return_sequences, L] continuing image prefix + prompt."""
+        llm = self.require_llm()
         encoding = self.encode_images(pixel_values)
         embeds, mask = self.build_llm_inputs(encoding, input_ids, attention_mask)
-        return self.llm.generate(embeds, mask, **generate_kwargs)
+        return llm.generate(embeds, mask, **generate_kwargs)
 
 
 def _module_dtype(module: nn.Module) -> torch.dtype:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from blip2core.errors import SpecError
+from blip2core.errors import SpecError, UnknownComponentError
 from blip2core.registry import Registry, format_validation_error
 
 DType = Literal["float32", "bfloat16", "float16"]
@@ -47,11 +47,15 @@ class PipelineSpec(BaseModel):
     """Everything needed to compose a Pipeline.
 
     Attributes:
-        vision, bridge, llm: the three components.
-        preprocessor: how images become pixel_values; default: the built-in one following the
-            encoder's PreprocessConfig.
+        vision, bridge, llm: the three components; ``llm`` may be left out for feature-extraction
+            and retrieval pipelines (vision encoder + Q-Former only).
+        preprocessor: how images become pixel_values; default: the built-in ``standard`` one
+            following the encoder's PreprocessConfig.
         quantize: per component (``vision`` / ``bridge`` / ``llm``), a quantizer and its options.
-        weights: a safetensors file of trained bridge weights, loaded after composition.
+        weights: checkpoints applied after composition, in order (later ones win): files or folders
+            in blip2core, Hugging Face or LAVIS layout. Relative paths are relative to the spec file.
+        image_token_id: the LLM token that marks where the image's soft prompt goes in prompts
+            tokenised the Hugging Face way (``<image>`` x Q); None: the soft prompt is prepended.
         styles: extra named caption prompts (``caption(style=...)``).
         device, dtype: where and in which precision the frozen parts run.
     """
@@ -60,13 +64,26 @@ class PipelineSpec(BaseModel):
 
     vision: ComponentSpec
     bridge: ComponentSpec
-    llm: ComponentSpec
+    llm: ComponentSpec | None = None
     preprocessor: ComponentSpec | None = None
     quantize: dict[QuantizeTarget, ComponentSpec] = Field(default_factory=dict)
-    weights: str | None = None
+    weights: list[str] = Field(default_factory=list)
+    image_token_id: int | None = None
     styles: dict[str, str] = Field(default_factory=dict)
     device: str = "cpu"
     dtype: DType = "float32"
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _one_weights_entry(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    def weight_paths(self) -> list[Path]:
+        """``weights`` as paths, relative ones resolved against the spec file's folder."""
+        base = self._base_dir or Path.cwd()
+        return [path if path.is_absolute() else base / path for path in map(Path, self.weights)]
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "spec") -> "PipelineSpec":
@@ -81,22 +98,33 @@ class PipelineSpec(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> "PipelineSpec":
         """Read a .yaml/.yml, .json or .toml spec file."""
-        return cls.from_dict(read_structured_file(path), source=str(path))
+        spec = cls.from_dict(read_structured_file(path), source=str(path))
+        spec._base_dir = Path(path).resolve().parent
+        return spec
 
     def check_components(self, registry: Registry) -> dict[str, BaseModel | None]:
         """Check every named component exists and its options validate; returns the options.
 
-        Keys of the result are dotted spec paths (``vision``, ``quantize.llm``, ...).
+        Keys of the result are dotted spec paths (``vision``, ``quantize.llm``, ...). Every problem
+        is reported at once: one error, one line per problem.
         """
+        refs: list[tuple[str, str, ComponentSpec]] = [
+            (slot, kind, getattr(self, slot)) for slot, kind in SLOT_KINDS.items() if getattr(self, slot) is not None
+        ]
+        refs += [(f"quantize.{target}", "quantizer", ref) for target, ref in self.quantize.items()]
         checked: dict[str, BaseModel | None] = {}
-        for slot, kind in SLOT_KINDS.items():
-            ref: ComponentSpec | None = getattr(self, slot)
-            if ref is not None:
-                component = registry.get(kind, ref.name, path=f"{slot}.name")
-                checked[slot] = component.validate_options(ref.options, path=f"{slot}.options")
-        for target, ref in self.quantize.items():
-            component = registry.get("quantizer", ref.name, path=f"quantize.{target}.name")
-            checked[f"quantize.{target}"] = component.validate_options(ref.options, path=f"quantize.{target}.options")
+        errors: list[SpecError] = []
+        for path, kind, ref in refs:
+            try:
+                component = registry.get(kind, ref.name, path=f"{path}.name")
+                checked[path] = component.validate_options(ref.options, path=f"{path}.options")
+            except SpecError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            kind = UnknownComponentError if all(isinstance(e, UnknownComponentError) for e in errors) else SpecError
+            raise kind("\n".join(str(e) for e in errors))
         return checked
 
     def to_file(self, path: str | Path) -> None:

@@ -1,0 +1,111 @@
+"""Copy checkpoint tensors into a composed pipeline, component by component."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from blip2core.checkpoints.files import read_state_dict
+from blip2core.checkpoints.layouts import SLOTS, detect_layout, split_by_slot
+from blip2core.errors import CheckpointError
+from blip2core.protocols import LoadsForeignCheckpoints
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadReport:
+    """What loading checkpoints did.
+
+    Attributes:
+        sources: each checkpoint with the layout it was read as.
+        loaded_slots: components that received weights.
+        missing: component -> its keys that no checkpoint provided (for components that got weights).
+        unexpected: keys of the checkpoints that no component took.
+    """
+
+    sources: list[tuple[str, str]] = field(default_factory=list)
+    loaded_slots: set[str] = field(default_factory=set)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"loaded {', '.join(sorted(self.loaded_slots)) or 'nothing'} from {len(self.sources)} checkpoint(s)"]
+        for slot, keys in self.missing.items():
+            if keys:
+                lines.append(f"{slot}: {len(keys)} missing key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")
+        if self.unexpected:
+            lines.append(f"{len(self.unexpected)} unexpected key(s): {', '.join(self.unexpected[:8])}")
+        return "\n".join(lines)
+
+
+def load_native(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> tuple[list[str], list[str]]:
+    """Load ``prefix``-named keys into module by its own parameter names; returns (missing, unexpected)."""
+    own = module.state_dict()
+    stripped = {k[len(prefix):]: v for k, v in state.items()}
+    unexpected = [prefix + k for k in stripped if k not in own]
+    for key, tensor in stripped.items():
+        if key in own and own[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{prefix}{key}: shape {tuple(tensor.shape)} in the checkpoint, {tuple(own[key].shape)} in the model"
+            )
+    result = module.load_state_dict({k: v for k, v in stripped.items() if k in own}, strict=False)
+    return list(result.missing_keys), unexpected
+
+
+def load_checkpoints(
+    components: dict[str, nn.Module | None], sources: list[str | Path], *, strict: bool = True
+) -> LoadReport:
+    """Apply each checkpoint in order (later ones override earlier ones).
+
+    Args:
+        components: slot name (vision / bridge / llm) -> module (None when the pipeline has no such part).
+        sources: files or folders (see ``read_state_dict``).
+        strict: raise CheckpointError when a component that received weights is left with missing
+            keys, or a checkpoint key belongs to no component; otherwise only log them.
+    """
+    report = LoadReport()
+    # a component that loaded its own pretrained weights (``weights_loaded = True``) is complete
+    # already: a checkpoint may update part of it (LAVIS saves ln_vision but not the ViT)
+    still_missing: dict[str, set[str]] = {
+        slot: set() for slot, module in components.items() if getattr(module, "weights_loaded", False)
+    }
+    for source in sources:
+        state = read_state_dict(source)
+        layout = detect_layout(state.keys(), source=str(source))
+        report.sources.append((str(source), layout))
+        parts, unrouted = split_by_slot(state, layout)
+        report.unexpected += unrouted
+        for slot in SLOTS:
+            if not parts[slot]:
+                continue
+            module = components.get(slot)
+            if module is None:
+                report.unexpected += list(parts[slot])
+                continue
+            if layout == "native":
+                missing, unexpected = load_native(module, parts[slot], prefix=f"{slot}.")
+            elif isinstance(module, LoadsForeignCheckpoints):
+                missing, unexpected = module.load_foreign_state_dict(parts[slot], layout)
+            else:
+                raise CheckpointError(
+                    f"{source}: holds {layout} weights for the {slot} component, but "
+                    f"{type(module).__name__} cannot read that layout (no load_foreign_state_dict)"
+                )
+            report.unexpected += unexpected
+            if slot in still_missing:
+                still_missing[slot] &= set(missing)
+            else:
+                still_missing[slot] = set(missing)
+            report.loaded_slots.add(slot)
+    report.missing = {slot: sorted(keys) for slot, keys in still_missing.items()}
+    problems = any(report.missing.values()) or report.unexpected
+    if problems and strict:
+        raise CheckpointError(f"checkpoint does not match the model:\n{report.summary()}")
+    if problems:
+        log.warning("checkpoint does not fully match the model:\n%s", report.summary())
+    return report

@@ -1,0 +1,51 @@
+"""The native format: a spec file plus safetensors of the trainable parts only.
+
+Layout of a saved folder::
+
+    pipeline.yaml          the spec; its ``weights`` list names the frozen parts' sources
+                           (absolute paths or hub ids) followed by trainable.safetensors
+    trainable.safetensors  the bridge's tensors, keys ``bridge.*``
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors.torch import save_file
+
+if TYPE_CHECKING:
+    from blip2core.pipeline import Pipeline
+
+SPEC_FILE = "pipeline.yaml"
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+def is_native_folder(folder: Path) -> bool:
+    return (folder / SPEC_FILE).is_file()
+
+
+def save_pipeline(pipeline: "Pipeline", folder: str | Path) -> Path:
+    """Write pipeline.yaml and trainable.safetensors into folder (each atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in pipeline.trainable_state_dict().items()}
+    _atomic(folder / TRAINABLE_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+    frozen_sources = [str(p.resolve()) for p in pipeline.spec.weight_paths() if p.resolve() != (folder / TRAINABLE_FILE).resolve()]
+    spec = pipeline.spec.model_copy(update={"weights": [*frozen_sources, TRAINABLE_FILE]})
+    _atomic(folder / SPEC_FILE, lambda tmp: spec.to_file(tmp))
+    return folder
+
+
+def _atomic(target: Path, write) -> None:
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,56 @@
+"""``LanguageModelOptions``: how a language-model component finds its architecture and weights.
+
+Every transformers-backed LLM component (``opt``, ``llama``, ...) takes these options or a
+subclass of them. Exactly one source of weights is used:
+
+- ``path`` (a local folder or a Hugging Face hub id): ``from_pretrained`` weights;
+- ``gguf_file`` (a GGUF file inside ``path``, or a full path to a ``.gguf``): dequantised
+  weights, cached as safetensors after the first load;
+- ``config`` (a dict of transformers config fields): the architecture with random weights, for a
+  checkpoint that brings its own (``load_foreign_state_dict`` / ``blip2core.checkpoints``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+TorchDType = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class LanguageModelOptions(BaseModel):
+    """Options shared by the transformers-backed language models.
+
+    Attributes:
+        path: a local folder written by ``save_pretrained``, or a hub id such as
+            ``facebook/opt-2.7b``. With ``HF_HUB_OFFLINE=1`` a hub id must already be in the local
+            Hugging Face cache. With ``config`` it only names where the tokenizer is.
+        gguf_file: a GGUF file name inside ``path`` (local folder or hub repo), or the full path of
+            a ``.gguf`` file. Its dequantised weights are cached as safetensors under
+            ``$BLIP2_CACHE`` (default ``~/.cache/blip2core``), keyed by the file's path, size and
+            modification time, so only the first load pays for dequantising.
+        config: transformers config fields (``hidden_size``, ``num_hidden_layers``, ...) to build
+            the architecture with random weights instead of loading any.
+        tokenizer: folder or hub id of the tokenizer; default: ``path`` (or the GGUF file).
+        revision: hub revision (branch, tag or commit) for hub ids.
+        torch_dtype: precision to load in; ``auto`` keeps the checkpoint's (float32 for GGUF and
+            for ``config``). The pipeline casts to its own ``dtype`` afterwards anyway.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, min_length=1)
+    gguf_file: str | None = Field(None, min_length=1)
+    config: dict[str, Any] | None = None
+    tokenizer: str | None = Field(None, min_length=1)
+    revision: str | None = Field(None, min_length=1)
+    torch_dtype: TorchDType = "auto"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "LanguageModelOptions":
+        if self.config is not None and self.gguf_file is not None:
+            raise ValueError("give either config (random weights) or gguf_file, not both")
+        if self.path is None and self.gguf_file is None and self.config is None:
+            raise ValueError("give path (folder or hub id), gguf_file, or config")
+        return self
