@@ -43,11 +43,11 @@ LLAMA = dict(
 )
 
 
-def blip2_config(text: str = "opt", **overrides) -> Blip2Config:
+def blip2_config(text: str = "opt", *, qformer_text_input: bool = False, **overrides) -> Blip2Config:
     text_config = OPTConfig(**OPT) if text == "opt" else LlamaConfig(**LLAMA)
     return Blip2Config(
         vision_config=Blip2VisionConfig(**VISION).to_dict(),
-        qformer_config=Blip2QFormerConfig(**QFORMER).to_dict(),
+        qformer_config=Blip2QFormerConfig(**QFORMER, use_qformer_text_input=qformer_text_input).to_dict(),
         text_config=text_config.to_dict(),
         num_query_tokens=NUM_QUERY_TOKENS,
         image_token_index=IMAGE_TOKEN_ID,
@@ -65,7 +65,7 @@ def save_generation_model(folder: Path, text: str = "opt", seed: int = 0) -> Bli
 
 def save_retrieval_model(folder: Path, seed: int = 0) -> Blip2ForImageTextRetrieval:
     torch.manual_seed(seed)
-    model = Blip2ForImageTextRetrieval(blip2_config("opt", image_text_hidden_size=16)).eval()
+    model = Blip2ForImageTextRetrieval(blip2_config("opt", qformer_text_input=True, image_text_hidden_size=16)).eval()
     model.save_pretrained(folder)
     return model
 

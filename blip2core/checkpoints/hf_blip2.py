@@ -67,7 +67,8 @@ def spec_from_hf_config(folder: Path, config: dict[str, Any]) -> PipelineSpec:
 
     bridge_options = {k: qformer_config[k] for k in QFORMER_OPTION_KEYS if k in qformer_config}
     bridge_options["num_query_tokens"] = config.get("num_query_tokens", 32)
-    bridge_options["with_text_heads"] = retrieval
+    # text embeddings, text FFN and the ITC / ITM heads exist in HF checkpoints trained with text input
+    bridge_options["with_text_heads"] = bool(qformer_config.get("use_qformer_text_input", retrieval))
     bridge_options["with_llm_projection"] = not retrieval
     if retrieval:
         bridge_options["embed_dim"] = config.get("image_text_hidden_size", 256)

@@ -1,33 +1,34 @@
 """How foreign Q-Former weight names map onto ``QFormerBridge``'s own parameter names.
 
-Three naming schemes (checked against transformers 5.24 ``state_dict()`` / ``save_pretrained`` and LAVIS'
-``Qformer.py`` / ``blip2*.py``; layer index ``{i}``)::
+Checked against transformers 5.24 ``state_dict()`` / ``save_pretrained`` and LAVIS ``Qformer.py`` /
+``blip2*.py``. Top level (own name <- HF name <- LAVIS name)::
 
-    own name                                  HF (Blip2*)                                 LAVIS (.pth)
-    query_tokens                              query_tokens                                query_tokens
-    encoder.input_norm.*                      qformer.layernorm.*                         Qformer.bert.embeddings.LayerNorm.*
-    encoder.layers.{i}.self_attention.query   qformer.encoder.layer.{i}.attention.        Qformer.bert.encoder.layer.{i}.attention.
-        (.key / .value)                           attention.query (.key / .value)             self.query (.key / .value)
-    encoder.layers.{i}.self_attention.out_proj  ...layer.{i}.attention.output.dense       (same as HF below the layer)
-    encoder.layers.{i}.self_attention.norm    ...layer.{i}.attention.output.LayerNorm
-    encoder.layers.{i}.cross_attention.*      ...layer.{i}.crossattention.attention.* /   ...crossattention.self.* / .output.*
-                                                  .output.*
-    encoder.layers.{i}.query_ffn.fc_in        ...layer.{i}.intermediate_query.dense
-    encoder.layers.{i}.query_ffn.fc_out/.norm ...layer.{i}.output_query.dense / .LayerNorm
-    encoder.layers.{i}.text_ffn.fc_in         ...layer.{i}.intermediate.dense
-    encoder.layers.{i}.text_ffn.fc_out/.norm  ...layer.{i}.output.dense / .LayerNorm
-    text_embeddings.word_embeddings           embeddings.word_embeddings                  Qformer.bert.embeddings.word_embeddings
-                                                                                          (+ tied Qformer.cls.predictions.decoder.weight)
-    text_embeddings.position_embeddings       embeddings.position_embeddings              Qformer.bert.embeddings.position_embeddings
-    lm_head.transform / lm_head.norm          (none: HF drops the ITG head)               Qformer.cls.predictions.transform.dense / .LayerNorm
-    lm_head.bias                              (none)                                      Qformer.cls.predictions.bias (= .decoder.bias)
-    vision_projection / text_projection       vision_projection / text_projection         vision_proj / text_proj
-    itm_head                                  itm_head                                    itm_head
-    temp                                      (none: HF drops it)                         temp
-    llm_projection                            language_projection                         opt_proj / llm_proj / t5_proj
+    query_tokens                         query_tokens                    query_tokens
+    encoder.input_norm.*                 qformer.layernorm.*             Qformer.bert.embeddings.LayerNorm.*
+    encoder.layers.{i}.*                 qformer.encoder.layer.{i}.*     Qformer.bert.encoder.layer.{i}.*
+    text_embeddings.word_embeddings.*    embeddings.word_embeddings.*    Qformer.bert.embeddings.word_embeddings.*
+                                                                         (+ tied Qformer.cls.predictions.decoder.weight)
+    text_embeddings.position_embeddings  embeddings.position_embeddings  Qformer.bert.embeddings.position_embeddings
+    lm_head.transform.* / lm_head.norm.* (HF has no ITG head)            Qformer.cls.predictions.transform.dense.* /
+                                                                         .transform.LayerNorm.*
+    lm_head.bias                         -                               Qformer.cls.predictions.bias (= .decoder.bias)
+    vision_projection.* / text_projection.*  (same names)                vision_proj.* / text_proj.*
+    itm_head.*                           itm_head.*                      itm_head.*
+    temp                                 (HF drops it)                   temp
+    llm_projection.*                     language_projection.*           opt_proj.* / llm_proj.* / t5_proj.*
 
-A plain BERT checkpoint (``init_from``, optionally prefixed ``bert.``) uses LAVIS' layer names without
-the query FFN and cross-attention; its FFN maps onto both ``text_ffn`` and ``query_ffn``.
+Within layer ``{i}`` (own <- HF <- LAVIS)::
+
+    self_attention.{query,key,value}     attention.attention.*           attention.self.*
+    self_attention.out_proj / .norm      attention.output.dense / .LayerNorm          (same in both)
+    cross_attention.{query,key,value}    crossattention.attention.*      crossattention.self.*
+    cross_attention.out_proj / .norm     crossattention.output.dense / .LayerNorm     (same in both)
+    query_ffn.fc_in / .fc_out / .norm    intermediate_query.dense / output_query.dense / .LayerNorm
+    text_ffn.fc_in / .fc_out / .norm     intermediate.dense / output.dense / output.LayerNorm
+
+Ignored buffers: ``embeddings.position_ids`` / ``Qformer.bert.embeddings.position_ids``. A plain BERT
+checkpoint (``init_from``, optionally prefixed ``bert.``) uses LAVIS' layer names without the query FFN and
+cross-attention; its FFN maps onto both ``text_ffn`` and ``query_ffn``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class KeyScheme:
         layer_parts: within-layer foreign prefix -> own prefixes (below ``encoder.layers.{i}.``).
         ignored: foreign names that carry no weights (e.g. ``position_ids`` buffers).
         strip_prefixes: optional leading prefixes removed first (``"bert."`` for BertFor* checkpoints).
+        never_stored: own names (or prefixes ending in ".") this layout cannot hold at all (HF drops the ITG
+            head and the temperature), so their absence is not "missing".
     """
 
     name: str
@@ -70,6 +73,7 @@ class KeyScheme:
     layer_parts: dict[str, tuple[str, ...]]
     ignored: frozenset[str] = field(default_factory=frozenset)
     strip_prefixes: tuple[str, ...] = ()
+    never_stored: tuple[str, ...] = ()
 
     def own_names(self, foreign_name: str) -> list[str]:
         """Own parameter names that ``foreign_name`` fills ([] when the scheme does not know it)."""
@@ -83,6 +87,10 @@ class KeyScheme:
                 return []
             return [f"encoder.layers.{index}.{own}" for own in _replace_prefix(rest, self.layer_parts)]
         return _replace_prefix(foreign_name, self.top_level)
+
+    def cannot_store(self, own_name: str) -> bool:
+        """Whether this layout has no place for ``own_name`` (it keeps its initial value on load)."""
+        return any(own_name.startswith(p) if p.endswith(".") else own_name == p for p in self.never_stored)
 
     def is_ignored(self, foreign_name: str) -> bool:
         """Whether ``foreign_name`` is a known weightless entry to skip silently."""
@@ -119,6 +127,7 @@ HF = KeyScheme(
         **_FFN_PARTS,
     },
     ignored=frozenset({"embeddings.position_ids"}),
+    never_stored=("lm_head.", "temp"),
 )
 
 LAVIS = KeyScheme(

@@ -6,9 +6,10 @@ and ``embed_dim`` = ``image_text_hidden_size``); defaults are BLIP-2's (BERT-bas
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: activations the Q-Former's feed-forward blocks and ITG head accept (transformers' names)
 HiddenAct = Literal["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu"]
@@ -71,6 +72,11 @@ class QFormerOptions(BaseModel):
     init_from: str | None = None
     tokenizer: str | None = None
     decoder_bos_token: str | None = None
+
+    @field_validator("init_from", "tokenizer", mode="before")
+    @classmethod
+    def _path_to_str(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "QFormerOptions":
