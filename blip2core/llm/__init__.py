@@ -1,0 +1,29 @@
+"""Transformers causal LMs as blip2core language models (shared by the ``opt`` and ``llama`` plugins).
+
+Public API:
+    TransformersLanguageModel: the ``LanguageModel`` implementation (wraps a ``*ForCausalLM``).
+    LanguageModelOptions: the options every transformers-backed LLM component takes.
+    load_language_model: options + the family's transformers classes -> TransformersLanguageModel.
+    causal_lm_loss, positions_from_mask: the loss and position rule ``forward`` uses.
+    map_foreign_keys: HF / LAVIS BLIP-2 checkpoint names -> causal-LM names.
+    blip2_cache_root, gguf_cache_folder: where dequantised GGUF weights are cached.
+"""
+
+from blip2core.llm.foreign import map_foreign_keys
+from blip2core.llm.gguf_cache import gguf_cache_folder
+from blip2core.llm.loading import load_language_model
+from blip2core.llm.loss import causal_lm_loss, positions_from_mask
+from blip2core.llm.options import LanguageModelOptions
+from blip2core.llm.sources import blip2_cache_root
+from blip2core.llm.wrapper import TransformersLanguageModel
+
+__all__ = [
+    "LanguageModelOptions",
+    "TransformersLanguageModel",
+    "blip2_cache_root",
+    "causal_lm_loss",
+    "gguf_cache_folder",
+    "load_language_model",
+    "map_foreign_keys",
+    "positions_from_mask",
+]

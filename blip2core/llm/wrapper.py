@@ -1,0 +1,136 @@
+"""``TransformersLanguageModel``: any transformers causal LM behind the ``LanguageModel`` protocol.
+
+Shapes: B = batch, T = sequence length, D = input-embedding width, V = vocabulary size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from blip2core.errors import CheckpointError
+from blip2core.llm.foreign import map_foreign_keys
+from blip2core.llm.loss import causal_lm_loss, positions_from_mask
+from blip2core.protocols import LanguageModelOutput
+
+
+class TransformersLanguageModel(nn.Module):
+    """A frozen transformers ``*ForCausalLM`` fed with input embeddings.
+
+    Attributes:
+        model: the transformers causal LM (its state-dict names appear under ``model.``).
+        tokenizer: its Hugging Face tokenizer (``padding_side`` set as asked), or None when the
+            component was built from a bare config without a tokenizer source.
+        hidden_size: D, the width of the input embeddings (OPT with ``word_embed_proj_dim`` !=
+            ``hidden_size``: ``word_embed_proj_dim``).
+        vocab_size: V, the number of logits.
+        stop_token_ids: tokens after which callers usually stop generating, beyond EOS (OPT in
+            BLIP-2 captioning: the id of ``"\\n"``). Not applied by ``generate`` itself: pass
+            ``eos_token_id=[*llm.stop_token_ids, eos]`` to use them.
+        weights_loaded: True when pretrained weights were loaded (not a random-init config).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any = None,
+        *,
+        stop_token_ids: Iterable[int] = (),
+        weights_loaded: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.hidden_size: int = model.get_input_embeddings().embedding_dim
+        self.vocab_size: int = model.get_output_embeddings().weight.shape[0]
+        self.stop_token_ids: tuple[int, ...] = tuple(stop_token_ids)
+        self.weights_loaded = weights_loaded
+        self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        self.train(model.training)  # a frozen LLM arrives in eval mode: keep it so
+
+    @property
+    def config(self) -> Any:
+        """The transformers config of the wrapped model."""
+        return self.model.config
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids [B, T] long -> embeddings [B, T, D] (the model's own input embedding)."""
+        embedding = self.model.get_input_embeddings()
+        return embedding(input_ids.to(embedding.weight.device))
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> LanguageModelOutput:
+        """inputs_embeds [B, T, D], attention_mask [B, T] (1 = attend), labels [B, T] (-100 = ignore).
+
+        Returns logits [B, T, V] and, with labels, the mean next-token loss (labels shifted by
+        one inside). Position ids count only attended tokens, so padding anywhere (left, or
+        between an image prefix and text) leaves the real tokens' logits unchanged.
+        """
+        extra: dict[str, Any] = {}
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(inputs_embeds.device, torch.long)
+            if self._takes_position_ids:
+                extra["position_ids"] = positions_from_mask(attention_mask)
+        output = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, **extra)
+        logits = output.logits
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return LanguageModelOutput(logits=logits, loss=loss)
+
+    @torch.no_grad()
+    def generate(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> torch.Tensor:
+        """Continue from a prefix of embeddings [B, T, D] (mask [B, T], left padding expected).
+
+        kwargs are transformers generation options (``max_new_tokens``, ``num_beams``,
+        ``do_sample``, ``eos_token_id``, ...). Returns only the new token ids
+        [B * num_return_sequences, L] long, padded with ``pad_token_id`` after a sequence ends.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        attention_mask = attention_mask.to(inputs_embeds.device, torch.long)
+        if kwargs.get("pad_token_id") is None and self.model.generation_config.pad_token_id is None:
+            pad = getattr(self.tokenizer, "pad_token_id", None)
+            if pad is not None:
+                kwargs["pad_token_id"] = pad
+        output = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        return getattr(output, "sequences", output)
+
+    def load_foreign_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], layout: str
+    ) -> tuple[list[str], list[str]]:
+        """Copy in the language-model weights of a Hugging Face (``hf``) or LAVIS (``lavis``) BLIP-2
+        state dict (full key names: ``language_model.*`` / top-level ``lm_head.*``, or
+        ``opt_model.*`` / ``llm_model.*``; see ``blip2core.llm.foreign``).
+
+        Returns (missing keys in this module's names, e.g. ``model.lm_head.weight``; source keys
+        that fit nothing). A tied output embedding counts as loaded with the input embedding.
+        """
+        own = self.model.state_dict()
+        mapping, unexpected = map_foreign_keys(state_dict.keys(), layout, own.keys())
+        with torch.no_grad():
+            for source, target in mapping.items():
+                tensor, param = state_dict[source], own[target]
+                if tuple(tensor.shape) != tuple(param.shape):
+                    raise CheckpointError(
+                        f"{source}: shape {tuple(tensor.shape)} does not fit the language model's "
+                        f"{target} {tuple(param.shape)}; is the component's config the checkpoint's?"
+                    )
+                param.copy_(tensor.to(param.dtype))
+        targets = set(mapping.values())
+        loaded = {_identity(own[t]) for t in targets}
+        missing = [f"model.{k}" for k, v in own.items() if k not in targets and _identity(v) not in loaded]
+        return missing, unexpected
+
+
+def _identity(tensor: torch.Tensor) -> tuple:
+    """Same memory, same view: tied parameters share this."""
+    return (tensor.data_ptr(), tuple(tensor.shape), tensor.stride())

@@ -1,0 +1,21 @@
+"""The ``llama`` language model: ``LlamaForCausalLM`` (Llama 1/2/3, Vicuna, SmolLM2; grouped-query
+attention when ``num_key_value_heads < num_attention_heads``), from a folder, hub id, GGUF file or config.
+
+The tokenizer pads on the left; a tokenizer without a pad token (Llama-2, Vicuna) pads with its
+unk (else eos) token, which the attention mask hides.
+"""
+
+from __future__ import annotations
+
+from blip2core.llm import LanguageModelOptions, TransformersLanguageModel, load_language_model
+
+
+class LlamaOptions(LanguageModelOptions):
+    """Options of ``llama`` (see ``LanguageModelOptions``): ``path`` e.g. ``lmsys/vicuna-7b-v1.1``
+    or a folder; ``gguf_file`` for llama.cpp files; ``config`` with ``LlamaConfig`` fields."""
+
+
+def build_llama(options: LanguageModelOptions) -> TransformersLanguageModel:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return load_language_model(options, config_class=LlamaConfig, model_class=LlamaForCausalLM, padding_side="left")
