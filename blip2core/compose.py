@@ -18,11 +18,9 @@ DEFAULT_PREPROCESSOR = "standard"
 
 def _expect(instance: Any, protocol: type, what: str, component: Any) -> Any:
     if not isinstance(instance, protocol):
-        missing = [
-            name
-            for name in getattr(protocol, "__protocol_attrs__", ())
-            if not hasattr(instance, name)
-        ]
+        members = [*getattr(protocol, "__annotations__", {})]
+        members += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+        missing = [name for name in dict.fromkeys(members) if not hasattr(instance, name)]
         raise Blip2Error(
             f"{what} {component.name!r} from plugin {component.plugin!r} returned a "
             f"{type(instance).__name__}, which does not implement {protocol.__name__}"
@@ -76,4 +74,4 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     pipeline = Pipeline(spec, parts["vision"], parts["bridge"], parts["llm"], preprocessor)
     pipeline.load_report = report
     pipeline.to(torch.device(spec.device))
-    return pipeline
+    return pipeline.eval()  # inference by default, as from_pretrained; pipeline.train() for training

@@ -38,7 +38,7 @@ def _names_from_env(variable: str) -> set[str] | None:
     raw = os.environ.get(variable)
     if raw is None or not raw.strip():
         return None
-    return {normalize_name(part) for part in raw.split(",") if part.strip()}
+    return {normalize_name(part.strip()) for part in raw.split(",") if part.strip()}
 
 
 @dataclass

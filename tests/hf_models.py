@@ -32,7 +32,7 @@ QFORMER = dict(
     initializer_range=0.02,
 )
 OPT = dict(
-    vocab_size=TEXT_VOCAB, hidden_size=32, word_embed_proj_dim=24, ffn_dim=48, num_hidden_layers=2,
+    vocab_size=TEXT_VOCAB, hidden_size=32, word_embed_proj_dim=32, ffn_dim=48, num_hidden_layers=2,
     num_attention_heads=4, max_position_embeddings=128, init_std=0.02, bos_token_id=2, eos_token_id=2,
     pad_token_id=1,
 )
@@ -49,10 +49,8 @@ def blip2_config(text: str = "opt", *, qformer_text_input: bool = False, **overr
         vision_config=Blip2VisionConfig(**VISION).to_dict(),
         qformer_config=Blip2QFormerConfig(**QFORMER, use_qformer_text_input=qformer_text_input).to_dict(),
         text_config=text_config.to_dict(),
-        num_query_tokens=NUM_QUERY_TOKENS,
-        image_token_index=IMAGE_TOKEN_ID,
-        initializer_range=0.02,
-        **overrides,
+        **{"num_query_tokens": NUM_QUERY_TOKENS, "image_token_index": IMAGE_TOKEN_ID, "initializer_range": 0.02,
+           **overrides},
     )
 
 
@@ -65,7 +63,7 @@ def save_generation_model(folder: Path, text: str = "opt", seed: int = 0) -> Bli
 
 def save_retrieval_model(folder: Path, seed: int = 0) -> Blip2ForImageTextRetrieval:
     torch.manual_seed(seed)
-    model = Blip2ForImageTextRetrieval(blip2_config("opt", qformer_text_input=True, image_text_hidden_size=16)).eval()
+    model = Blip2ForImageTextRetrieval(blip2_config("opt", qformer_text_input=True, image_text_hidden_size=16, image_token_index=None)).eval()
     model.save_pretrained(folder)
     return model
 

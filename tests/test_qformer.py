@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pydantic
 import pytest
 import torch
+from lavis_names import bridge_key_to_lavis
 from torch import nn
 from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2ForImageTextRetrieval
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -110,25 +111,6 @@ def bridge_state(hf_model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in hf_model.state_dict().items() if k.startswith(prefixes)}
 
 
-def hf_to_lavis(name: str) -> str:
-    """HF -> LAVIS names, from the conversion table in blip2-facts.md (read backwards)."""
-    renames = [
-        ("qformer.layernorm.", "Qformer.bert.embeddings.LayerNorm."),
-        ("qformer.encoder.", "Qformer.bert.encoder."),
-        ("embeddings.", "Qformer.bert.embeddings."),
-        ("language_projection.", "opt_proj."),
-        ("vision_projection.", "vision_proj."),
-        ("text_projection.", "text_proj."),
-    ]
-    for hf_prefix, lavis_prefix in renames:
-        if name.startswith(hf_prefix):
-            name = lavis_prefix + name[len(hf_prefix) :]
-            break
-    return name.replace(".attention.attention.", ".attention.self.").replace(
-        ".crossattention.attention.", ".crossattention.self."
-    )
-
-
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a - b).abs().max().item()
@@ -169,7 +151,7 @@ def test_query_output_and_llm_projection_match_transformers(hf_generation, image
     bridge = bridge_like(hf_generation.config, with_text_heads=False)
     state = bridge_state(hf_generation)
     if layout == "lavis":
-        state = {hf_to_lavis(k): v for k, v in state.items()}
+        state = {bridge_key_to_lavis(k): v for k, v in state.items()}
         assert "opt_proj.weight" in state and "Qformer.bert.encoder.layer.0.crossattention.self.key.weight" in state
 
     missing, unexpected = bridge.load_foreign_state_dict(state, layout)
@@ -213,7 +195,7 @@ def retrieval_bridge(request, hf_retrieval) -> QFormerBridge:
     bridge = build_retrieval_bridge(hf_retrieval)
     state = bridge_state(hf_retrieval)
     if request.param == "lavis":
-        state = {hf_to_lavis(k): v for k, v in state.items()}
+        state = {bridge_key_to_lavis(k): v for k, v in state.items()}
         state["temp"] = torch.tensor(0.05)
         state["Qformer.bert.embeddings.position_ids"] = torch.arange(MAX_POSITIONS)[None]
     missing, unexpected = bridge.load_foreign_state_dict(state, request.param)
@@ -249,7 +231,7 @@ def test_itm_logits_match_transformers(hf_retrieval, retrieval_bridge, image_emb
 def test_lavis_extras_load(hf_retrieval):
     """temp and the ITG head (Qformer.cls.*, decoder tied to the word embeddings) load from LAVIS names."""
     bridge = build_retrieval_bridge(hf_retrieval)
-    state = {hf_to_lavis(k): v for k, v in bridge_state(hf_retrieval).items()}
+    state = {bridge_key_to_lavis(k): v for k, v in bridge_state(hf_retrieval).items()}
     word = state["Qformer.bert.embeddings.word_embeddings.weight"]
     head = {
         "Qformer.cls.predictions.transform.dense.weight": torch.randn(32, 32),

@@ -25,7 +25,6 @@ VISION_OPTION_KEYS = (
     "intermediate_size",
     "layer_norm_eps",
     "qkv_bias",
-    "hidden_act",
 )
 QFORMER_OPTION_KEYS = (
     "hidden_size",
@@ -63,6 +62,8 @@ def spec_from_hf_config(folder: Path, config: dict[str, Any]) -> PipelineSpec:
         qformer_config = config["qformer_config"]
     except KeyError as exc:
         raise CheckpointError(f"{where}: missing field {exc.args[0]!r}") from None
+    if vision_config.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"{where}: vision_config.hidden_act {vision_config['hidden_act']!r} is not supported (EVA ViT uses 'gelu')")
     retrieval = RETRIEVAL_ARCHITECTURE in (config.get("architectures") or [])
 
     bridge_options = {k: qformer_config[k] for k in QFORMER_OPTION_KEYS if k in qformer_config}
