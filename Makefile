@@ -23,7 +23,7 @@ $(VENV)/.editable: $(VENV)/.locked pyproject.toml $(PLUGIN_PROJECTS)
 	touch $@
 
 demo: install
-	$(VENV)/bin/blip2 demo
+	$(PY) examples/demo.py
 
 test: install
 	$(PY) -m pytest -q
