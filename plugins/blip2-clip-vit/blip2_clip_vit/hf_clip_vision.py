@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from blip2core.checkpoints.copying import copy_into
 from blip2core.errors import CheckpointError, SpecError
 from blip2core.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
-from blip2_clip_vit._open_clip_config import resolve_layer
-from blip2_clip_vit._weights import copy_into
+from blip2core.vision.blocks import resolve_layer
 from blip2_clip_vit.options import HFClipVisionOptions
 
 logger = logging.getLogger(__name__)

@@ -19,11 +19,12 @@ import torch
 from timm.layers import LayerNorm, LayerNormFp32
 from timm.models.eva import Eva
 
+from blip2core.checkpoints.copying import copy_into, raise_if_missing
+from blip2core.checkpoints.files import read_state_dict, stored_keys
 from blip2core.errors import CheckpointError
 from blip2core.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
+from blip2core.vision.pos_embed import resample_pos_embed
 from blip2_eva_clip import eva_keys
-from blip2_eva_clip._pos_embed import resample_pos_embed
-from blip2_eva_clip._weights import copy_into, raise_if_missing, read_state_dict, stored_keys
 from blip2_eva_clip.options import EvaViTOptions
 
 logger = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from PIL import Image
 from skimage import data
 from torchvision import transforms
 
+from blip2core.checkpoints.files import read_state_dict
 from blip2core.errors import CheckpointError
 from blip2core.plugins import Plugins
-from blip2_timm._weights import read_state_dict
 from blip2_timm.efficientnet_lite0 import build_efficientnet_lite0_classifier, packaged_weights_path, timm_names
 
 EGYPTIAN_CAT = 285

@@ -1,6 +1,7 @@
 """Reading open_clip model configs and preprocessing without building or downloading a model.
 
-Identical copies live in blip2-eva-clip and blip2-clip-vit (each plugin installs on its own).
+open_clip is not a dependency of blip2core: it is imported inside the functions that need it,
+so only plugins that call them (and install ``open_clip_torch``) need it.
 """
 
 from __future__ import annotations
@@ -76,11 +77,3 @@ def open_clip_preprocess_config(
 def image_side(size: int | list[int] | tuple[int, ...]) -> int:
     """S of an open_clip ``image_size`` (an int or a square (H, W))."""
     return int(size if isinstance(size, int) else size[0])
-
-
-def resolve_layer(layer: int, depth: int, what: str) -> int:
-    """A block index in [0, depth) from ``layer`` (negative counts from the end: -1 is the last block)."""
-    index = layer + depth if layer < 0 else layer
-    if not 0 <= index < depth:
-        raise SpecError(f"{what}: layer {layer} is out of range for {depth} blocks")
-    return index

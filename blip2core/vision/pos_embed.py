@@ -1,7 +1,4 @@
-"""Resampling a learned absolute position embedding to another input size.
-
-Identical copies live in blip2-eva-clip and blip2-clip-vit (each plugin installs on its own).
-"""
+"""Resampling a learned absolute position embedding to another input size."""
 
 from __future__ import annotations
 
@@ -24,7 +21,11 @@ def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], num_p
         num_prefix_tokens: P.
 
     Returns:
-        [1, P + H*W, C] or [P + H*W, C] (same rank and dtype as the input).
+        [1, P + H*W, C] or [P + H*W, C] (same rank and dtype as the input; ``pos_embed`` itself
+        when the grid is already (H, W)).
+
+    Raises:
+        ValueError: the h*w patch positions do not form a square grid.
     """
     squeeze = pos_embed.dim() == 2
     pos = pos_embed.unsqueeze(0) if squeeze else pos_embed
