@@ -109,3 +109,33 @@ def test_beam_search_tokens_match_for_a_left_padded_batch(pair):
         hf, ours, pixel_values, input_ids, attention_mask, num_beams=3, max_new_tokens=8, min_new_tokens=8
     )
     assert got.tolist() == expected.tolist()
+
+
+def test_real_blip2_widths_with_fewer_layers(tmp_path):
+    """EVA ViT-g (1408 wide, patch 14, 224 px, 16 heads, MLP 6144) and a BERT-base Q-Former with 32
+    queries at their true widths; only the depths are cut (1 ViT block, 2 Q-Former layers)."""
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig
+
+    torch.manual_seed(0)
+    config = Blip2Config(
+        vision_config=dict(image_size=224, patch_size=14, hidden_size=1408, num_hidden_layers=1,
+                           num_attention_heads=16, intermediate_size=6144, layer_norm_eps=1e-6, qkv_bias=True,
+                           initializer_range=0.02),
+        qformer_config=dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12, intermediate_size=3072,
+                            cross_attention_frequency=2, encoder_hidden_size=1408, initializer_range=0.02),
+        text_config=OPTConfig(vocab_size=64, hidden_size=64, word_embed_proj_dim=64, ffn_dim=128,
+                              num_hidden_layers=1, num_attention_heads=4, init_std=0.02).to_dict(),
+        num_query_tokens=32, image_token_index=63, initializer_range=0.02,
+    )
+    hf = Blip2ForConditionalGeneration(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_pipeline(tmp_path)
+    pixel_values = torch.randn(1, 3, 224, 224)
+    input_ids = torch.tensor([[63] * 32 + [2, 10, 11]])
+    with torch.no_grad():
+        encoding = ours.encode_images(pixel_values)
+        expected = hf(pixel_values=pixel_values, input_ids=input_ids).logits
+        got = ours(pixel_values, input_ids).logits
+    assert encoding.vision_tokens.shape == (1, 257, 1408)
+    assert encoding.query_output.shape == (1, 32, 768)
+    assert (got - expected).abs().max() <= ATOL
