@@ -61,17 +61,14 @@ def main() -> None:
     print(f"trainable (bridge) parameters: {trainable / 1e6:.1f} M, frozen: {frozen / 1e6:.1f} M")
 
     names = list(PHOTOS)
-    pixel_values = pipe.preprocessor([PHOTOS[n]() for n in names])
-    tokenizer = pipe.llm.tokenizer
-    prompt = tokenizer(["A photo of"] * len(names), return_tensors="pt", padding=True)
+    images = [PHOTOS[n]() for n in names]  # numpy HWC uint8 photos; paths, bytes and PIL work too
     start = time.perf_counter()
-    new_ids = pipe.generate(pixel_values, prompt.input_ids, prompt.attention_mask,
-                            num_beams=3, max_new_tokens=20, min_new_tokens=3)
-    texts = tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+    captions = pipe.caption(images, prompt="A photo of", num_beams=3, max_new_tokens=20, min_new_tokens=3)
     print(f"\ncaptions ({len(names)} photos, beam 3, {time.perf_counter() - start:.1f} s):")
-    for name, text in zip(names, texts):
+    for name, text in zip(names, captions):
         first_line = text.strip().split("\n")[0]
         print(f"  {name:<10} A photo of {first_line}")
+    pixel_values = pipe.preprocessor(images)
     encoding = pipe.encode_images(pixel_values)
     print(f"\nvision tokens {tuple(encoding.vision_tokens.shape)}, query output "
           f"{tuple(encoding.query_output.shape)}, LLM inputs {tuple(encoding.llm_inputs.shape)}")
