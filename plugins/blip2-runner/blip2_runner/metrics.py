@@ -261,12 +261,15 @@ def retrieval_recall(
     similarity: torch.Tensor,
     text_to_image: Sequence[int],
     ks: Sequence[int] = (1, 5, 10),
+    text_to_image_similarity: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Recall@k in both directions (percent), as the BLIP/BLIP-2 retrieval evaluation reports it.
 
     Args:
         similarity: [num_images, num_texts] scores (higher = more similar).
         text_to_image: for each text, the index of its image (an image may have several texts).
+        text_to_image_similarity: [num_images, num_texts] scores to rank images for each text, when
+            they differ from ``similarity`` (ITM re-ranking scores each direction's own top k).
 
     Returns ``txt_r{k}`` (image -> text: an image counts as found when any of its texts ranks
     within the top k), ``img_r{k}`` (text -> image), their means ``txt_r_mean`` / ``img_r_mean`` and
@@ -293,7 +296,10 @@ def retrieval_recall(
     has_text[t2i] = True
     txt_rank = txt_rank[has_text]
     # text -> image: rank of the text's own image.
-    order_t = torch.argsort(sim.t(), dim=1, descending=True)  # [T, I]
+    sim_t = sim if text_to_image_similarity is None else torch.as_tensor(text_to_image_similarity, dtype=torch.float64)
+    if sim_t.shape != sim.shape:
+        raise ValueError(f"text_to_image_similarity has shape {tuple(sim_t.shape)}, expected {tuple(sim.shape)}")
+    order_t = torch.argsort(sim_t.t(), dim=1, descending=True)  # [T, I]
     img_rank = (order_t == t2i[:, None]).float().argmax(dim=1)
     out: dict[str, float] = {}
     for k in ks:
