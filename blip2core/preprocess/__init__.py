@@ -6,7 +6,8 @@
     result = pre.preprocess_batch(many_paths)                    # bad files listed, not raised
 
 Modules: ``sources`` (what an input is, its name, its bytes), ``decode`` (any input -> RGB PIL or
-uint8 tensor), ``transforms`` (exact / fast / train resizing and normalisation), ``preprocessor``
+uint8 tensor), ``png`` (the fast path's libspng PNG decoder, optional: pyspng), ``transforms``
+(exact / fast / train resizing and normalisation), ``preprocessor``
 (the class and ``BatchResult``), ``folder`` (Dataset + DataLoader), ``plugin`` (registers ``standard``).
 See docs/preprocessing.md.
 

@@ -21,15 +21,17 @@ import torch
 import torchvision.io as tio
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from blip2core.preprocess import png
 from blip2core.preprocess.errors import ImageLoadError, ImageTooLargeError
 from blip2core.preprocess.options import PreprocessOptions
 from blip2core.preprocess.sources import ENCODED, Source, read_encoded
 
 _ALPHA_MODES = {"RGBA", "LA", "La", "RGBa", "PA"}
 _ORIENTATION = 0x0112
-#: JPEG modes torchvision (libjpeg-turbo) decodes in the fast path; every other image goes via Pillow.
-#: PNG is deliberately left to Pillow: torchvision 0.29's decode_png kills the process (SIGSEGV) on
-#: any libpng error, i.e. on every corrupt PNG tried (tests/test_preprocess_inputs.py keeps this in check).
+#: JPEG modes torchvision (libjpeg-turbo) decodes in the fast path. PNG goes to libspng (``png``, when
+#: pyspng is installed), never to torchvision: torchvision 0.29's decode_png kills the process (SIGSEGV)
+#: on any libpng error, i.e. on every corrupt PNG tried (tests/test_preprocess_inputs.py keeps this in
+#: check). Every other image goes via Pillow.
 _TV_JPEG_MODES = {"RGB": tio.ImageReadMode.RGB, "L": tio.ImageReadMode.GRAY}
 
 
@@ -98,7 +100,10 @@ def load_pil(source: Source, options: PreprocessOptions) -> Image.Image:
     _load(image, name)
     if options.exif_transpose:
         image = _exif_transpose(image, name)
-    return pil_to_rgb(image, options.background)
+    try:
+        return pil_to_rgb(image, options.background)
+    except Exception as exc:  # decoded but inconsistent, e.g. a tRNS chunk longer than the palette
+        raise ImageLoadError(name, f"corrupt image data ({type(exc).__name__}: {exc})") from None
 
 
 def _exif_transpose(image: Image.Image, name: str) -> Image.Image:
@@ -169,16 +174,18 @@ def to_uint8_chw(item: np.ndarray | torch.Tensor, name: str, max_pixels: int | N
 
 
 def composite(chw: torch.Tensor, background: tuple[int, int, int]) -> torch.Tensor:
-    """uint8 [C, H, W], C in 1..4 -> uint8 [1 or 3, H, W]; alpha over ``background`` as Pillow rounds it."""
+    """uint8 [C, H, W], C in 1..4 -> uint8 [1 or 3, H, W]: alpha composited on ``background`` by
+    Pillow's ``alpha_composite``, exactly as ``load_pil`` does. An alpha channel that is opaque
+    everywhere is just dropped (a view, no copy), since compositing would not change a pixel."""
     channels = chw.shape[0]
     if channels in (1, 3):
         return chw
-    color, alpha = chw[:-1], chw[-1:].to(torch.int32)
-    if color.shape[0] == 1:
-        color = color.expand(3, -1, -1)
-    bg = torch.tensor(background, dtype=torch.int32).view(3, 1, 1)
-    mixed = color.to(torch.int32) * alpha + bg * (255 - alpha)
-    return torch.div(mixed + 127, 255, rounding_mode="floor").to(torch.uint8)
+    hwc = chw.permute(1, 2, 0).numpy()
+    if int(hwc[..., -1].min()) == 255:
+        return chw[:-1]
+    mode = "LA" if channels == 2 else "RGBA"
+    image = Image.frombuffer(mode, (hwc.shape[1], hwc.shape[0]), np.ascontiguousarray(hwc), "raw", mode, 0, 1)
+    return pil_to_chw(pil_to_rgb(image, background))
 
 
 # ---------------------------------------------------------------------------------- fast path
@@ -193,16 +200,27 @@ def _tv_decode(data: bytes, image: Image.Image, options: PreprocessOptions) -> t
         return None  # truncated / unusual: Pillow decides, and names the problem
 
 
+def _png_decode(data: bytes, image: Image.Image, options: PreprocessOptions) -> torch.Tensor | None:
+    """libspng decode of a PNG -> uint8 [1 or 3, H, W], transparency composited; None = Pillow."""
+    if image.format != "PNG":
+        return None
+    decoded = png.decode_png(data, image.info.get("transparency") is not None, options.exif_transpose)
+    return None if decoded is None else composite(decoded, options.background)
+
+
 def load_tensor(source: Source, options: PreprocessOptions) -> torch.Tensor:
     """Any input -> uint8 [1 or 3, H, W] (1 = grey; the fast path; expand after resizing).
 
-    JPEG (RGB / grey) is decoded by torchvision.io (libjpeg-turbo, EXIF applied by it); anything
-    else, and any JPEG torchvision refuses, by Pillow exactly as in ``load_pil``.
+    JPEG (RGB / grey) is decoded by torchvision.io (libjpeg-turbo, EXIF applied by it), PNG by
+    libspng (``png``: the same pixels as Pillow; files it does not reproduce exactly are left to
+    Pillow); anything else, and any file those decoders refuse, by Pillow exactly as in ``load_pil``.
     """
     if source.kind == ENCODED:
         data = read_encoded(source, allow_urls=options.allow_urls, url_timeout=options.url_timeout)
         image = open_encoded(data, source.name, options.max_image_pixels)
         decoded = _tv_decode(data, image, options)
+        if decoded is None:
+            decoded = _png_decode(data, image, options)
         if decoded is None:
             return pil_to_chw(load_pil(Source(data, source.name, source.index), options))
         return decoded

@@ -15,9 +15,10 @@ class PreprocessOptions(BaseModel):
 
     Attributes:
         mode: ``"exact"`` decodes and resizes with Pillow and reproduces transformers'
-            ``BlipImageProcessorPil`` / LAVIS numbers; ``"fast"`` decodes JPEG / PNG with
-            torchvision.io (libjpeg-turbo, libpng) and resizes uint8 tensors with torch
-            (within the tolerance in docs/preprocessing.md).
+            ``BlipImageProcessorPil`` / LAVIS numbers; ``"fast"`` decodes JPEG with torchvision.io
+            (libjpeg-turbo) and PNG with libspng (the optional pyspng package; Pillow without it),
+            both giving Pillow's pixels, and resizes uint8 tensors with torch (within the
+            tolerance in docs/preprocessing.md).
         max_image_pixels: width x height above which an image is refused before it is decoded
             (a decompression bomb guard); ``None`` turns this check off. Pillow's own guard
             (``PIL.Image.MAX_IMAGE_PIXELS``, errors at twice it) still applies when Pillow opens a file.
