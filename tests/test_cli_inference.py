@@ -20,9 +20,7 @@ from blip2core.inference.feature_store import FeatureStore, read_features
 from blip2core.loading import resolve_spec
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    yield from T.one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

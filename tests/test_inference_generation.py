@@ -20,15 +20,7 @@ QUESTIONS = ["what is it?", "who is there", "is it red or blue?"]
 T_DETAILED = "Question: Describe this image in detail. Answer:"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    yield from T.one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = T.saved_once(tmp_path_factory.getbasetemp() / "shared-photos", T.save_sample_photos)
-    return [folder / name for name in T.PHOTOS]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,7 @@ ATOL = 1e-4
 TEXTS = ["a cat lying on a blanket", "an astronaut", "a cup of coffee on a saucer", "a temple"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    yield from T.one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = T.saved_once(tmp_path_factory.getbasetemp() / "shared-photos", T.save_sample_photos)
-    return [folder / name for name in T.PHOTOS]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,7 @@ from blip2core import load_pipeline
 from blip2core.inference import testing as T
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    yield from T.one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -110,9 +110,7 @@ print('The image feature and text feature has a cosine similarity of %.4f'%itc_s
 '''
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    yield from T.one_torch_thread()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
