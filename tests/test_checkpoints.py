@@ -104,6 +104,15 @@ def test_save_then_load_round_trip_keeps_outputs_and_stores_only_trainable_tenso
         assert torch.equal(pipe(pixels(), ids).logits, again(pixels(), ids).logits)
 
 
+def test_saving_a_reloaded_pipeline_does_not_depend_on_the_first_save(hf_opt, tmp_path):
+    folder, _ = hf_opt
+    first = load_pipeline(folder).save(tmp_path / "first")
+    second = load_pipeline(first).save(tmp_path / "second")
+    shutil.rmtree(first)
+    again = load_pipeline(second)
+    assert again.spec.weights == [str(folder.resolve()), "trainable.safetensors"]
+
+
 def test_sharded_safetensors_folder(hf_opt, tmp_path):
     _, hf = hf_opt
     hf.save_pretrained(tmp_path / "sharded", max_shard_size="40KB")

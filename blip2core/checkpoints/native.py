@@ -34,7 +34,8 @@ def save_pipeline(pipeline: "Pipeline", folder: str | Path) -> Path:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in pipeline.trainable_state_dict().items()}
     _atomic(folder / TRAINABLE_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
-    frozen_sources = [str(p.resolve()) for p in pipeline.spec.weight_paths() if p.resolve() != (folder / TRAINABLE_FILE).resolve()]
+    # earlier trainable snapshots are superseded: the new file holds every trainable tensor
+    frozen_sources = [str(p.resolve()) for p in pipeline.spec.weight_paths() if p.name != TRAINABLE_FILE]
     spec = pipeline.spec.model_copy(update={"weights": [*frozen_sources, TRAINABLE_FILE]})
     _atomic(folder / SPEC_FILE, lambda tmp: spec.to_file(tmp))
     return folder
