@@ -59,6 +59,9 @@ class PluginInfo:
     error: str | None = None
     components: list[Component] = field(default_factory=list)
 
+    def add_error(self, message: str) -> None:
+        self.error = message if self.error is None else f"{self.error}; {message}"
+
     @property
     def status(self) -> str:
         return "ok" if self.error is None else "error"
@@ -109,14 +112,14 @@ class Plugins:
         try:
             module = entry_point.load() if entry_point is not None else importlib.import_module(info.module)
         except Exception as exc:  # a broken plugin must not break the others
-            info.error = f"import failed: {type(exc).__name__}: {exc}"
+            info.add_error(f"import failed: {type(exc).__name__}: {exc}")
             return
         plugin_name = f"{info.distribution}:{info.module}"
         try:
             self.manager.register(module, name=plugin_name)
             self._check_hook_names(module)
         except Exception as exc:
-            info.error = f"invalid plugin: {exc}"
+            info.add_error(f"invalid plugin: {exc}")
             if self.manager.is_registered(module):
                 self.manager.unregister(module)
             return
@@ -130,10 +133,12 @@ class Plugins:
                 raise ValueError(f"{name!r} is not a blip2core hook (known: {', '.join(sorted(known))})")
 
     def _collect_components(self, info: PluginInfo, module: ModuleType) -> None:
+        """Run each component hook; a hook's components are added only if the whole hook succeeds."""
         for hook_name, kind in hookspecs.COMPONENT_HOOKS.items():
             function = getattr(module, hook_name, None)
             if function is None:
                 continue
+            registered: list[Component] = []
 
             def register(
                 name: str,
@@ -143,18 +148,29 @@ class Plugins:
                 description: str = "",
                 _kind: str = kind,
             ) -> None:
-                component = Component(_kind, name, factory, options, description, info.distribution)
-                try:
-                    self.registry.add(component)
-                except DuplicateComponentError as exc:
-                    info.error = str(exc)
-                    return
-                info.components.append(component)
+                registered.append(Component(_kind, name, factory, options, description, info.distribution))
 
             try:
                 function(register)
             except Exception as exc:
-                info.error = f"{hook_name} raised {type(exc).__name__}: {exc}"
+                info.add_error(f"{hook_name} raised {type(exc).__name__}: {exc}")
+                continue
+            for component in registered:
+                try:
+                    self.registry.add(component)
+                except DuplicateComponentError as exc:
+                    info.add_error(str(exc))
+                    first_owner = self._info_of(component.kind, component.name, exclude=info)
+                    if first_owner is not None:
+                        first_owner.add_error(str(exc))
+                    continue
+                info.components.append(component)
+
+    def _info_of(self, kind: str, name: str, exclude: PluginInfo) -> PluginInfo | None:
+        for other in self.infos:
+            if other is not exclude and any(c.kind == kind and c.name == name for c in other.components):
+                return other
+        return None
 
     def call_register_commands(self, cli: Any) -> list[str]:
         """Let each plugin add CLI commands; returns errors instead of raising."""

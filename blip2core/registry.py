@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from blip2core.errors import DuplicateComponentError, SpecError, UnknownComponentError
+from blip2core.errors import Blip2Error, DuplicateComponentError, SpecError, UnknownComponentError
 
 KINDS = (
     "vision_encoder",
@@ -97,6 +97,8 @@ class Registry:
 
     def get(self, kind: str, name: str, path: str = "") -> Component:
         """The component, or an error listing what is registered and the closest name."""
+        if kind not in self.components:
+            raise Blip2Error(f"unknown component kind {kind!r} (known: {', '.join(KINDS)})")
         if (kind, name) in self.clashes:
             raise DuplicateComponentError(self._clash_message(kind, name))
         try:

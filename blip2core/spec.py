@@ -2,7 +2,7 @@
 
 A spec file (YAML, JSON or TOML)::
 
-    vision: {name: eva-vit-g, options: {num_hidden_layers: 39}}
+    vision: {name: eva-vit, options: {num_hidden_layers: 39}}
     bridge: {name: qformer, options: {num_query_tokens: 32}}
     llm: {name: opt, options: {path: facebook/opt-2.7b}}
     dtype: bfloat16

@@ -165,7 +165,7 @@ def test_hub_id_resolves_from_the_local_cache_offline(hf_opt, tmp_path, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_hub_id("acme/tiny-blip2") == snapshot
     assert_same_logits(load_pipeline("acme/tiny-blip2"), hf)
-    with pytest.raises(CheckpointError, match=r"acme/absent: cannot resolve this hub id \(HF_HUB_OFFLINE is set"):
+    with pytest.raises(CheckpointError, match=r"acme/absent: no such local file or folder, and cannot resolve it as a hub id \(HF_HUB_OFFLINE is set"):
         load_pipeline("acme/absent")
 
 

@@ -50,12 +50,19 @@ def test_plugins_json_is_machine_readable(site):
     assert data["broken-import"]["status"] == "error"
 
 
-def test_spec_validate_accepts_a_good_spec(site, tmp_path):
+@pytest.mark.parametrize(
+    "content,llm",
+    [
+        ("vision: {name: tiny-vit}\nbridge: {name: qformer}\nllm: {name: opt, options: {path: x}}\n", "llm=opt"),
+        ("vision: {name: tiny-vit}\nbridge: {name: qformer}\n", "llm=none"),  # feature extraction only
+    ],
+)
+def test_spec_validate_accepts_a_good_spec(site, tmp_path, content, llm):
     path = tmp_path / "ok.yaml"
-    path.write_text("vision: {name: tiny-vit}\nbridge: {name: qformer}\nllm: {name: opt, options: {path: x}}\n")
+    path.write_text(content)
     result = run_blip2("spec", "validate", str(path), site=site)
     assert result.returncode == 0, result.stderr
-    assert "ok" in result.stdout
+    assert "ok" in result.stdout and llm in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -218,7 +218,7 @@ def test_unknown_and_unsupported_names_are_explained(monkeypatch):
     with pytest.raises(Blip2Error, match=r"blip2_t5/pretrain_flant5xl cannot be loaded: FlanT5"):
         lavis.load_model_and_preprocess("blip2_t5", "pretrain_flant5xl")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(Blip2Error, match=r"Salesforce/blip2-opt-2.7b: cannot resolve this hub id \(HF_HUB_OFFLINE"):
+    with pytest.raises(Blip2Error, match=r"Salesforce/blip2-opt-2.7b: no such local file or folder, and cannot resolve it as a hub id \(HF_HUB_OFFLINE"):
         lavis.load_model_and_preprocess("blip2_opt", "pretrain_opt2.7b")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blip2core.errors import DuplicateComponentError, UnknownComponentError
+from blip2core.errors import Blip2Error, DuplicateComponentError, UnknownComponentError
 from blip2core.plugins import Plugins, normalize_name
 from plugin_factory import TINY_VIT_PLUGIN, write_distribution
 
@@ -61,11 +61,16 @@ def test_plugin_that_raises_in_its_hook_is_listed_with_the_hook_name(site):
 
         @hookimpl
         def register_language_models(register):
+            register("half-registered", lambda options: None)
             raise ValueError("no weights configured")
     """
     write_distribution(site, "raising-hook", source)
-    info = info_for(Plugins(), "raising-hook")
+    plugins = Plugins()
+    info = info_for(plugins, "raising-hook")
     assert info.error == "register_language_models raised ValueError: no weights configured"
+    # what the hook registered before it raised is not half-available
+    assert "half-registered" not in plugins.registry.names("language_model")
+    assert info.components == []
 
 
 def test_misspelled_hook_is_reported(site):
@@ -89,7 +94,8 @@ def test_duplicate_component_names_both_distributions(site):
         plugins.registry.get("vision_encoder", "tiny-vit")
     message = str(excinfo.value)
     assert "'acme-vision'" in message and "'other-vision'" in message
-    assert any(i.error and "tiny-vit" in i.error for i in plugins.infos)
+    # both owners show the clash: neither can serve the name any more
+    assert info_for(plugins, "acme-vision").status == info_for(plugins, "other-vision").status == "error"
     # unrelated components are unaffected
     assert plugins.registry.get("bridge", "qformer").plugin == "blip2core"
 
@@ -102,6 +108,11 @@ def test_unknown_component_lists_registered_names_and_the_closest(site):
     assert message.startswith("bridge.name: unknown bridge 'qfromer'.")
     assert "Did you mean 'qformer'?" in message
     assert "mlp-projector" in message
+
+
+def test_unknown_kind_is_a_clear_error():
+    with pytest.raises(Blip2Error, match=r"unknown component kind 'vision' \(known: vision_encoder, bridge"):
+        Plugins().registry.get("vision", "eva-vit")
 
 
 def test_include_and_exclude_filter_distributions(site):

@@ -39,4 +39,7 @@ def resolve_hub_id(repo_id: str, revision: str | None = None) -> Path:
             if offline()
             else "the hub could not be reached or the repo does not exist"
         )
-        raise CheckpointError(f"{repo_id}: cannot resolve this hub id ({hint}): {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(
+            f"{repo_id}: no such local file or folder, and cannot resolve it as a hub id ({hint}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None

@@ -36,7 +36,8 @@ def save_pipeline(pipeline: "Pipeline", folder: str | Path) -> Path:
 
     # earlier trainable snapshots are superseded: the new file holds every trainable tensor
     frozen_sources = [str(p.resolve()) for p in pipeline.spec.weight_paths() if p.name != TRAINABLE_FILE]
-    spec = pipeline.spec.model_copy(update={"weights": [*frozen_sources, TRAINABLE_FILE]})
+    # where it ran is not part of the model: load_pipeline(folder, device=...) picks the device
+    spec = pipeline.spec.model_copy(update={"weights": [*frozen_sources, TRAINABLE_FILE], "device": "cpu"})
     _atomic(folder / SPEC_FILE, lambda tmp: spec.to_file(tmp))
     return folder
 

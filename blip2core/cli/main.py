@@ -60,7 +60,8 @@ def spec_validate(file: str) -> None:
     """Check FILE (YAML, JSON or TOML): structure, component names and their options."""
     spec = PipelineSpec.from_file(file)
     spec.check_components(get_plugins().registry)
-    click.echo(f"{file}: ok (vision={spec.vision.name}, bridge={spec.bridge.name}, llm={spec.llm.name})")
+    llm = spec.llm.name if spec.llm is not None else "none"
+    click.echo(f"{file}: ok (vision={spec.vision.name}, bridge={spec.bridge.name}, llm={llm})")
 
 
 @spec_group.command("schema")
