@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from blip2core.checkpoints.copying import copy_into
 from blip2core.checkpoints.files import read_state_dict
 from blip2core.checkpoints.layouts import SLOTS, detect_layout, split_by_slot
 from blip2core.errors import CheckpointError
@@ -43,20 +43,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def load_native(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> tuple[list[str], list[str]]:
-    """Load ``prefix``-named keys into module by its own parameter names; returns (missing, unexpected)."""
-    own = module.state_dict()
-    stripped = {k[len(prefix):]: v for k, v in state.items()}
-    unexpected = [prefix + k for k in stripped if k not in own]
-    for key, tensor in stripped.items():
-        if key in own and own[key].shape != tensor.shape:
-            raise CheckpointError(
-                f"{prefix}{key}: shape {tuple(tensor.shape)} in the checkpoint, {tuple(own[key].shape)} in the model"
-            )
-    result = module.load_state_dict({k: v for k, v in stripped.items() if k in own}, strict=False)
-    return list(result.missing_keys), unexpected
-
-
 def load_checkpoints(
     components: dict[str, nn.Module | None], sources: list[str | Path], *, strict: bool = True
 ) -> LoadReport:
@@ -87,8 +73,9 @@ def load_checkpoints(
             if module is None:
                 report.unexpected += list(parts[slot])
                 continue
-            if layout == "native":
-                missing, unexpected = load_native(module, parts[slot], prefix=f"{slot}.")
+            if layout == "native":  # keys are "<slot>." + the module's own names
+                own = {key[len(slot) + 1:]: (key, tensor) for key, tensor in parts[slot].items()}
+                missing, unexpected = copy_into(module, own, source=str(source))
             elif isinstance(module, LoadsForeignCheckpoints):
                 missing, unexpected = module.load_foreign_state_dict(parts[slot], layout)
             else:

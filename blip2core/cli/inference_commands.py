@@ -61,6 +61,23 @@ def batches(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
+def load_reporting(pipe: Any, paths: list[str], failures: list[dict[str, str]]) -> Any:
+    """``load_batch(pipe, paths)``; each unreadable image is appended to failures by path."""
+    from blip2core.inference.images import load_batch
+
+    batch = load_batch(pipe, paths)
+    failures += [{"image": f.name, "error": f.message} for f in batch.failures]
+    return batch
+
+
+def readable_batches(pipe: Any, images: tuple[str, ...], size: int, failures: list[dict[str, str]]) -> Iterator[Any]:
+    """Batches of the images (files or folders) that could be read; the others go to failures."""
+    for chunk in batches(expand_images(images), size):
+        batch = load_reporting(pipe, chunk, failures)
+        if batch.indices:
+            yield batch
+
+
 def report_failures(failures: list[dict[str, str]]) -> None:
     for failure in failures:
         click.echo(f"error: {failure['image']}: {failure['error']}", err=True)
@@ -105,7 +122,6 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
     """Caption IMAGES (files or folders)."""
     from blip2core.inference.captioning import caption_pixels
     from blip2core.inference.generation import GenerationSettings
-    from blip2core.inference.images import load_batch
     from blip2core.inference.prompts import caption_prompt
 
     settings = usage_errors(lambda: GenerationSettings(
@@ -114,11 +130,7 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
     pipe = load_model(spec, model, device, dtype)
     text = usage_errors(lambda: caption_prompt(style, prompt, pipe.spec.styles))
     results, failures = [], []
-    for chunk in batches(expand_images(images), batch_size):
-        batch = load_batch(pipe, chunk)
-        failures += [{"image": f.name, "error": f.message} for f in batch.failures]
-        if not batch.indices:
-            continue
+    for batch in readable_batches(pipe, images, batch_size, failures):
         for name, caption in zip(batch.names, caption_pixels(pipe, batch.pixel_values, text, settings), strict=True):
             results.append({"image": name, "caption": caption})
             if not as_json:
@@ -137,15 +149,14 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
 def ask_command(image, questions, template, num_beams, max_new_tokens, spec, model, device, dtype, as_json) -> None:
     """Answer QUESTIONS about IMAGE (the image is encoded once; its LLM prefix is cached)."""
     from blip2core.inference.generation import VQA_DEFAULTS
-    from blip2core.inference.images import load_batch
     from blip2core.inference.prompts import format_questions
     from blip2core.inference.vqa import answer_pixels
 
     settings = usage_errors(lambda: VQA_DEFAULTS.with_(num_beams=num_beams, max_new_tokens=max_new_tokens))
     prompts = usage_errors(lambda: format_questions(template, list(questions)))
     pipe = load_model(spec, model, device, dtype)
-    batch = load_batch(pipe, [image])
-    failures = [{"image": f.name, "error": f.message} for f in batch.failures]
+    failures: list[dict[str, str]] = []
+    batch = load_reporting(pipe, [image], failures)
     results = []
     if batch.indices:
         answers = answer_pixels(pipe, batch.pixel_values, prompts, settings)
@@ -175,7 +186,6 @@ def features_command(inputs, out, progress, batch_size, spec, model, device, dty
 
     from blip2core.inference.feature_store import FeatureStore, output_format, shard_path
     from blip2core.inference.features import features_from_pixels
-    from blip2core.inference.images import load_batch
     from blip2core.inference.ranks import process_group, shard
 
     usage_errors(lambda: _check_format(out))
@@ -190,8 +200,7 @@ def features_command(inputs, out, progress, batch_size, spec, model, device, dty
         with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", desc=f"features[{rank}]",
                   disable=not progress) as bar:
             for chunk in batches(todo, batch_size):
-                batch = load_batch(pipe, chunk)
-                failures += [{"image": f.name, "error": f.message} for f in batch.failures]
+                batch = load_reporting(pipe, chunk, failures)
                 if batch.indices:
                     features = features_from_pixels(pipe, batch.pixel_values, [], "image")
                     store.write(batch.names, features.to_dict())
@@ -224,12 +233,11 @@ def _check_format(out: str) -> None:
 @model_options
 def match_command(image, texts, method, spec, model, device, dtype, as_json) -> None:
     """Score how well each of TEXTS describes IMAGE."""
-    from blip2core.inference.images import load_batch
     from blip2core.inference.matching import match_pixels
 
     pipe = load_model(spec, model, device, dtype)
-    batch = load_batch(pipe, [image])
-    failures = [{"image": f.name, "error": f.message} for f in batch.failures]
+    failures: list[dict[str, str]] = []
+    batch = load_reporting(pipe, [image], failures)
     results = []
     if batch.indices:
         scores = match_pixels(pipe, batch.pixel_values, list(texts), method).tolist()
@@ -250,7 +258,6 @@ def match_command(image, texts, method, spec, model, device, dtype, as_json) -> 
 @model_options
 def classify_command(images, labels, template, method, batch_size, spec, model, device, dtype, as_json) -> None:
     """Zero-shot classification of IMAGES (files or folders) into --labels."""
-    from blip2core.inference.images import load_batch
     from blip2core.inference.retrieval import classify_pixels
 
     label_list = [label.strip() for label in labels.split(",") if label.strip()]
@@ -258,11 +265,7 @@ def classify_command(images, labels, template, method, batch_size, spec, model, 
         raise click.UsageError("--labels needs at least one label")
     pipe = load_model(spec, model, device, dtype)
     results, failures = [], []
-    for chunk in batches(expand_images(images), batch_size):
-        batch = load_batch(pipe, chunk)
-        failures += [{"image": f.name, "error": f.message} for f in batch.failures]
-        if not batch.indices:
-            continue
+    for batch in readable_batches(pipe, images, batch_size, failures):
         pixel_values = batch.pixel_values
         outcome = usage_errors(lambda: classify_pixels(pipe, pixel_values, label_list, template, method))  # noqa: B023
         for name, item in zip(batch.names, outcome, strict=True):
