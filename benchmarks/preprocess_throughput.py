@@ -15,8 +15,10 @@ alike instead of whichever ran during a busy moment.
 Prints images/s for the JPEG files, the PNG files and all files, and the ratio of each method to
 transformers' ``BlipImageProcessor``, whose faster input form overall (paths, decoded by torchvision;
 or PIL images from ``transformers.image_utils.load_image``) is the baseline; then CPU ms per image
-(all threads of the process), which depends much less on that load. "blip2core fast, PNG by Pillow"
-is the fast path as it runs without pyspng (PNG decoded by Pillow instead of libspng).
+(all threads of the process), which depends much less on that load. The fast path decodes opaque
+8-bit PNGs with Wuffs (pywuffs) and the other PNGs with libspng (pyspng); "blip2core fast, PNG by
+libspng (no pywuffs)" is the fast path as it runs without pywuffs, and "blip2core fast, PNG by
+Pillow" as it runs with neither package.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blip2core.preprocess import ImagePreprocessor, png  # noqa: E402
+from blip2core.preprocess import ImagePreprocessor, png, wuffs_png  # noqa: E402
 from blip2core.preprocess_config import PreprocessConfig  # noqa: E402
 
 SKIMAGE_PHOTOS = (
@@ -114,10 +116,15 @@ def time_interleaved(methods: dict, subsets: dict[str, list[str]], batch_size: i
 
 
 @contextmanager
-def no_pyspng():
-    """The fast path as it runs without pyspng: PNG decoded by Pillow."""
-    with mock.patch.object(png, "_LIB", None):
+def without(pywuffs: bool = True, pyspng: bool = False):
+    """The fast path as it runs without pywuffs (libspng decodes every PNG) and / or pyspng."""
+    with mock.patch.object(wuffs_png, "_AVAILABLE", not pywuffs), mock.patch.object(png, "_LIB", None if pyspng else png._LIB):
         yield
+
+
+def _fast_without(preprocessor: ImagePreprocessor, batch: list[str], pyspng: bool):
+    with without(pywuffs=True, pyspng=pyspng):
+        return preprocessor(batch)
 
 
 def main() -> None:
@@ -147,7 +154,8 @@ def main() -> None:
         exact = ImagePreprocessor(config, mode="exact", num_threads=args.threads)
         methods = {
             "blip2core fast": fast,
-            "blip2core fast, PNG by Pillow (no pyspng)": lambda b: _without_pyspng(fast, b),
+            "blip2core fast, PNG by libspng (no pywuffs)": lambda b: _fast_without(fast, b, pyspng=False),
+            "blip2core fast, PNG by Pillow (no pywuffs/pyspng)": lambda b: _fast_without(fast, b, pyspng=True),
             "blip2core exact": exact,
             "transformers BlipImageProcessor (paths)": lambda b: hf(b, return_tensors="pt")["pixel_values"],
             "transformers BlipImageProcessor (load_image)": lambda b: hf(
@@ -163,7 +171,7 @@ def main() -> None:
             f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}"
         )
         print(f"torch {torch.__version__}, transformers {transformers.__version__}, Pillow {Image.__version__}")
-        print(f"fast-path PNG decoder: {png.describe()}; {args.repeats} passes, interleaved by batch, fastest kept")
+        print(f"fast-path PNG decoders: {png.describe()}; {args.repeats} passes, interleaved by batch, fastest kept")
         subsets = {"JPEG": [p for p in paths if p.endswith(".jpg")], "PNG": [p for p in paths if p.endswith(".png")]}
         for fn in methods.values():
             fn(subsets["JPEG"][:2] + subsets["PNG"][:2])  # warm-up: imports, thread pools, kernels
@@ -188,7 +196,7 @@ def main() -> None:
         cells.append(f"{1000 * sum(used.values()) / len(paths):7.1f}")
         print(f"{name:<50} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}")
     print()
-    for name in ("blip2core fast", "blip2core fast, PNG by Pillow (no pyspng)"):
+    for name in [n for n in rates if n.startswith("blip2core fast")]:
         rate = rates[name]
         print(
             f"{name} / transformers BlipImageProcessor at batch {args.batch_size}: "
@@ -197,11 +205,6 @@ def main() -> None:
         )
     exact = rates["blip2core exact"]
     print(f"exact / transformers BlipImageProcessor: all {exact['all'] / baseline['all']:.2f}x")
-
-
-def _without_pyspng(preprocessor: ImagePreprocessor, batch: list[str]):
-    with no_pyspng():
-        return preprocessor(batch)
 
 
 if __name__ == "__main__":

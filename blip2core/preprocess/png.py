@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import struct
+import zlib
 
 import numpy as np
 import torch
+
+from blip2core.preprocess import wuffs_png
 
 #: the libspng release the ctypes declarations below were checked against (pyspng 0.1.4 ships it)
 SPNG_VERSION = "0.7.4"
@@ -92,16 +95,21 @@ def available() -> bool:
 
 
 def describe() -> str:
-    """Which decoder the fast path uses for PNG, for logs and benchmarks."""
-    if _LIB is None:
-        return "Pillow (pyspng not installed or not usable)"
-    try:
-        from importlib.metadata import version
+    """Which decoders the fast path uses for PNG, for logs and benchmarks."""
+    decoders = []
+    if wuffs_png.available():
+        decoders.append(f"{wuffs_png.describe()} for opaque PNGs of up to 8 bits")
+    if _LIB is not None:
+        try:
+            from importlib.metadata import version
 
-        package = f"pyspng {version('pyspng')}"
-    except Exception:
-        package = "pyspng"
-    return f"libspng {_LIB.spng_version_string().decode()} ({package}, via ctypes, GIL released)"
+            package = f"pyspng {version('pyspng')}"
+        except Exception:
+            package = "pyspng"
+        decoders.append(f"libspng {_LIB.spng_version_string().decode()} ({package}, via ctypes, GIL released)")
+    if not decoders:
+        return "Pillow (neither pywuffs nor pyspng installed)"
+    return "; ".join(decoders) + "; Pillow for the rest"
 
 
 class SpngError(RuntimeError):
@@ -144,6 +152,30 @@ def _plain_layout(data: bytes, color_type: int, exif_transpose: bool) -> bool:
             break
         position += 12 + length
     return True
+
+
+def chunks_intact(data: bytes) -> bool:
+    """True when every chunk, from IHDR to an IEND, is whole and has a correct CRC-32.
+
+    Wuffs checks neither chunk CRCs nor the zlib stream's Adler-32, and stops reading at the end of
+    the image data, where Pillow and libspng read on to IEND; files that fail this are left to
+    libspng, so a damaged file is an error on both paths. (``zlib.crc32`` releases the GIL and
+    runs at about 2.5 GB/s here: ~1 ms on a 2048 x 1365 photo's 3 MB PNG.)
+    """
+    position, end = 8, len(data)
+    while position + 12 <= end:
+        length, kind = struct.unpack_from(">I4s", data, position)
+        stop = position + 8 + length
+        if stop + 4 > end:
+            return False
+        with memoryview(data) as view:
+            crc = zlib.crc32(view[position + 4 : stop])
+        if crc != struct.unpack_from(">I", data, stop)[0]:
+            return False
+        if kind == b"IEND":
+            return True
+        position = stop + 4
+    return False
 
 
 def _output_format(color_type: int, bit_depth: int, transparency: bool) -> int | None:
@@ -214,16 +246,26 @@ def decode_png(data: bytes, transparency: bool, exif_transpose: bool) -> torch.T
     """A PNG (already opened by Pillow: header valid, size checked) -> uint8 [C, H, W], C in 1..4
     (alpha not yet composited), or None when Pillow must decode it (see the module docstring).
 
+    Opaque grey / RGB / palette PNGs of at most 8 bits go to Wuffs first (``wuffs_png``, when
+    pywuffs is installed); everything else, and any file Wuffs refuses, to libspng.
+
     ``transparency``: Pillow found a tRNS chunk (``image.info["transparency"]``).
     """
-    if _LIB is None or len(data) < 33 or not data.startswith(_SIGNATURE) or data[12:16] != b"IHDR":
+    if len(data) < 33 or not data.startswith(_SIGNATURE) or data[12:16] != b"IHDR":
         return None
+    if _LIB is None and not wuffs_png.available():
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
     bit_depth, color_type = data[24], data[25]
     fmt = _output_format(color_type, bit_depth, transparency)
     if fmt is None or not _plain_layout(data, color_type, exif_transpose):
         return None
-    try:
-        hwc = spng_decode(data, fmt, apply_trns=transparency)
-    except (SpngError, MemoryError, ValueError, OverflowError):
-        return None  # Pillow decides, and names the problem
-    return torch.from_numpy(hwc).permute(2, 0, 1)
+    hwc = None
+    if not transparency and bit_depth <= 8 and color_type in (0, 2, 3) and chunks_intact(data):
+        hwc = wuffs_png.decode_opaque(data, color_type == 0, width, height)
+    if hwc is None and _LIB is not None:
+        try:
+            hwc = spng_decode(data, fmt, apply_trns=transparency)
+        except (SpngError, MemoryError, ValueError, OverflowError):
+            return None  # Pillow decides, and names the problem
+    return None if hwc is None else torch.from_numpy(hwc).permute(2, 0, 1)
