@@ -1,4 +1,9 @@
-"""PNG decoding for the fast path: libspng, from the optional ``pyspng`` wheel, called through ctypes.
+"""PNG decoding for the fast path: which decoder gets which PNG (``decode_png``), and libspng, from
+the optional ``pyspng`` wheel, called through ctypes.
+
+``decode_png`` gives opaque PNGs of up to 8 bits with intact chunks to Wuffs (``wuffs_png``, from the
+optional ``pywuffs``: about 0.66x libspng's time), the rest, and what Wuffs refuses, to libspng, and
+returns None for Pillow when neither may or can decode a file.
 
 Why libspng, and why not through ``pyspng.load``:
 
@@ -6,8 +11,9 @@ Why libspng, and why not through ``pyspng.load``:
   decoding is most of the fast path's time on a PNG.
 - torchvision's ``decode_png`` (libpng) kills the process on corrupt files; libspng reports every
   problem as an error code (no ``longjmp``): 9,000 corrupted files never crashed it, and the fast
-  path gave exactly exact's result on each (tests/test_preprocess_png.py; its test runs 30 of them
-  in a subprocess).
+  path gave exactly exact's result on each before Wuffs (with Wuffs: on all but the files whose only
+  defect is the zlib Adler-32, see ``chunks_intact``; tests/test_preprocess_png.py, whose test runs
+  30 of them in a subprocess).
 - ``pyspng.load`` holds the GIL for the whole decode (so the loader threads decode one PNG at a
   time), does not apply palette transparency (it passes no ``SPNG_DECODE_TRNS``) and copies the
   input. pyspng's extension links libspng statically and exports its C API; ctypes calls it with
@@ -159,22 +165,21 @@ def chunks_intact(data: bytes) -> bool:
 
     Wuffs checks neither chunk CRCs nor the zlib stream's Adler-32, and stops reading at the end of
     the image data, where Pillow and libspng read on to IEND; files that fail this are left to
-    libspng, so a damaged file is an error on both paths. (``zlib.crc32`` releases the GIL and
-    runs at about 2.5 GB/s here: ~1 ms on a 2048 x 1365 photo's 3 MB PNG.)
+    libspng, so a file damaged in storage or transit is an error on both paths. What this cannot
+    catch is a file whose CRCs were recomputed over altered pixel data (only the Adler-32 tells):
+    Wuffs decodes it, Pillow refuses it (docs/preprocessing.md). ``zlib.crc32`` releases the GIL and
+    runs at about 2.5 GB/s here: ~1 ms on a 2048 x 1365 photo's 2 to 3 MB PNG.
     """
     position, end = 8, len(data)
-    while position + 12 <= end:
-        length, kind = struct.unpack_from(">I4s", data, position)
-        stop = position + 8 + length
-        if stop + 4 > end:
-            return False
-        with memoryview(data) as view:
-            crc = zlib.crc32(view[position + 4 : stop])
-        if crc != struct.unpack_from(">I", data, stop)[0]:
-            return False
-        if kind == b"IEND":
-            return True
-        position = stop + 4
+    with memoryview(data) as view:
+        while position + 12 <= end:
+            length, kind = struct.unpack_from(">I4s", data, position)
+            stop = position + 8 + length
+            if stop + 4 > end or zlib.crc32(view[position + 4 : stop]) != struct.unpack_from(">I", data, stop)[0]:
+                return False
+            if kind == b"IEND":
+                return True
+            position = stop + 4
     return False
 
 

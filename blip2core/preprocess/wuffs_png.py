@@ -1,12 +1,14 @@
 """Opaque 8-bit PNG decoding for the fast path with Wuffs, from the optional ``pywuffs`` package.
 
-Wuffs (Google's memory-safe decoder library) inflates and unfilters a PNG in about 0.7x libspng's
-CPU time (its own SIMD inflate and filters; libspng spends most of its time in zlib), releases the
-GIL, and cannot overflow a buffer by construction. ``png.decode_png`` gives it only the PNGs whose
+Wuffs (Google's memory-safe decoder library) inflates and unfilters a PNG in about 0.66x libspng's
+time (its own inflate and filter code; libspng spends most of its time in zlib; measured by
+benchmarks/png_decoders.py), releases the GIL, and cannot overflow a buffer by construction. ``png.decode_png`` gives it only the PNGs whose
 pixels are plain 8-bit samples with nothing to composite or reinterpret: grey at 1/2/4/8 bits, RGB
 at 8 bits and palette images, all without tRNS, after ``png._plain_layout`` has sent EXIF, APNG and
-misplaced PLTE / tRNS chunks to Pillow. Anything else, and any file Wuffs reports an error for,
-goes on to libspng (then Pillow), so what Wuffs does not do exactly as Pillow never reaches a user.
+misplaced PLTE / tRNS chunks to Pillow, and ``png.chunks_intact`` has checked every chunk CRC.
+Anything else, and any file Wuffs reports an error for, goes on to libspng (then Pillow). Wuffs does
+not check the zlib stream's Adler-32: the one case where ``fast`` and ``exact`` disagree on a
+damaged file (docs/preprocessing.md, "Damaged files").
 """
 
 from __future__ import annotations
