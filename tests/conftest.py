@@ -14,7 +14,24 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """The real sample photos (skimage / scikit-learn / matplotlib) saved once as files."""
-    folder = T.saved_once(tmp_path_factory.getbasetemp() / "shared-photos", T.save_sample_photos)
-    return [folder / name for name in T.PHOTOS]
+def photo_folder(tmp_path_factory):
+    """The real sample photos (skimage / scikit-learn) saved once per test run, as files in one folder."""
+    return T.saved_once(tmp_path_factory.getbasetemp() / "shared-photos", T.save_sample_photos)
+
+
+@pytest.fixture(scope="module")
+def photos(photo_folder):
+    """The sample photos' paths, in ``T.PHOTOS`` order."""
+    return [photo_folder / name for name in T.PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def hf_opt_folder(tmp_path_factory):
+    """A random-weight HF ``Blip2ForConditionalGeneration`` (OPT) folder, saved once per test run."""
+    return T.saved_once(tmp_path_factory.getbasetemp() / "shared-hf-opt", T.save_generation_folder)
+
+
+@pytest.fixture(scope="module")
+def hf_itm_folder(tmp_path_factory):
+    """A random-weight HF ``Blip2ForImageTextRetrieval`` folder, saved once per test run."""
+    return T.saved_once(tmp_path_factory.getbasetemp() / "shared-hf-itm", T.save_retrieval_folder)

@@ -24,12 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    opt = T.saved_once(base / "shared-hf-opt", T.save_generation_folder)
-    itm = T.saved_once(base / "shared-hf-itm", T.save_retrieval_folder)
-    photos = T.saved_once(base / "shared-photos", T.save_sample_photos)
-    return {"opt": opt, "itm": itm, "photos": photos, "paths": [str(photos / name) for name in sorted(T.PHOTOS)]}
+def env(hf_opt_folder, hf_itm_folder, photo_folder):
+    paths = [str(photo_folder / name) for name in sorted(T.PHOTOS)]
+    return {"opt": hf_opt_folder, "itm": hf_itm_folder, "photos": photo_folder, "paths": paths}
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def opt(tmp_path_factory):
-    folder = T.saved_once(tmp_path_factory.getbasetemp() / "shared-hf-opt", T.save_generation_folder)
+def opt(hf_opt_folder):
+    folder = hf_opt_folder
     hf = Blip2ForConditionalGeneration.from_pretrained(folder).eval()
     return folder, hf, T.processor_for(folder), load_pipeline(folder)
 

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def retrieval(tmp_path_factory):
-    folder = T.saved_once(tmp_path_factory.getbasetemp() / "shared-hf-itm", T.save_retrieval_folder)
+def retrieval(hf_itm_folder):
+    folder = hf_itm_folder
     hf = Blip2ForImageTextRetrieval.from_pretrained(folder).eval()
     return hf, AutoTokenizer.from_pretrained(folder), load_pipeline(folder)
 

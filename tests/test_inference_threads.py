@@ -10,19 +10,14 @@ import pytest
 import torch
 
 from blip2core import load_pipeline
-from blip2core.inference import testing as T
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def pipes(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    opt = T.saved_once(base / "shared-hf-opt", T.save_generation_folder)
-    itm = T.saved_once(base / "shared-hf-itm", T.save_retrieval_folder)
-    photos = T.saved_once(base / "shared-photos", T.save_sample_photos)
-    return load_pipeline(opt), load_pipeline(itm), [photos / name for name in T.PHOTOS]
+def pipes(hf_opt_folder, hf_itm_folder, photos):
+    return load_pipeline(hf_opt_folder), load_pipeline(hf_itm_folder), photos
 
 
 def test_concurrent_calls_equal_serial_calls(pipes):

@@ -113,17 +113,9 @@ print('The image feature and text feature has a cosine similarity of %.4f'%itc_s
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp()
-    opt = T.saved_once(base / "shared-hf-opt", T.save_generation_folder)
-    itm = T.saved_once(base / "shared-hf-itm", T.save_retrieval_folder)
-    return opt, itm
-
-
 @pytest.fixture
-def lavis_env(folders, tmp_path, monkeypatch):
-    opt, itm = folders
+def lavis_env(hf_opt_folder, hf_itm_folder, tmp_path, monkeypatch):
+    opt, itm = hf_opt_folder, hf_itm_folder
     monkeypatch.setenv(lavis.ENV_VAR, json.dumps({
         "blip2_opt:pretrain_opt2.7b": str(opt),
         "blip2_feature_extractor:pretrain": str(itm),
