@@ -67,9 +67,12 @@ def decoders() -> dict[str, object]:
         import cv2
 
         cv2.setNumThreads(1)
-        found["OpenCV imdecode"] = lambda d, g: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED)[
-            ..., ::-1
-        ] if not g else cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_UNCHANGED)
+
+        def opencv(data: bytes, grey: bool) -> np.ndarray:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            return pixels if grey else pixels[..., ::-1]  # OpenCV gives BGR
+
+        found["OpenCV imdecode"] = opencv
     except ImportError:
         found["OpenCV imdecode"] = "not installed (opencv-python-headless)"
     try:
