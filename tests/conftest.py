@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from blip2core.inference import testing as T
+import tiny_models as T
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from blip2core import load_pipeline
 from blip2core.cli.main import cli
-from blip2core.inference import testing as T
+import tiny_models as T
 from blip2core.inference.feature_store import FeatureStore, read_features
 from blip2core.loading import resolve_spec
 

@@ -10,7 +10,7 @@ from PIL import Image
 from transformers import Blip2ForConditionalGeneration
 
 from blip2core import load_pipeline
-from blip2core.inference import testing as T
+import tiny_models as T
 from blip2core.inference.generation import GenerationSettings
 from blip2core.inference.textgen import stop_and_pad_ids
 from blip2core.loading import resolve_spec

@@ -9,7 +9,7 @@ from hf_models import save_generation_model
 from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
 
 from blip2core import Blip2Error, load_pipeline
-from blip2core.inference import testing as T
+import tiny_models as T
 
 ATOL = 1e-4
 TEXTS = ["a cat lying on a blanket", "an astronaut", "a cup of coffee on a saucer", "a temple"]

@@ -13,7 +13,7 @@ from PIL import Image
 
 from blip2core import Blip2Error
 from blip2core.compat import lavis
-from blip2core.inference import testing as T
+import tiny_models as T
 
 IMPORT_LAVIS = "from lavis.models import load_model_and_preprocess"
 IMPORT_OURS = "from blip2core.compat.lavis import load_model_and_preprocess"

@@ -24,7 +24,7 @@ from blip2core.llm import (
     positions_from_mask,
 )
 from blip2core.llm.sources import looks_like_hub_id
-from blip2core.llm.testing import save_tiny_tokenizer
+from blip2core.testing import save_tiny_tokenizer
 from blip2core.protocols import LanguageModel, LoadsForeignCheckpoints
 
 TINY_LLAMA = dict(

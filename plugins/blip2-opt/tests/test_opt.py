@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import Blip2Config, Blip2ForConditionalGeneration, OPTConfig, OPTForCausalLM
 
 from blip2core.errors import CheckpointError
-from blip2core.llm.testing import save_tiny_tokenizer
+from blip2core.testing import save_tiny_tokenizer
 from blip2core.plugins import get_registry
 from blip2core.protocols import LanguageModel
 

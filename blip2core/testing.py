@@ -1,0 +1,148 @@
+"""Helpers for the tests of blip2core plugins: install with ``pip install "blip2core[test]"``.
+
+What transformers' ``testing_utils`` is to model authors, for plugin authors:
+
+- ``save_tiny_tokenizer(folder)``: a real byte-level BPE tokenizer trained in milliseconds with no
+  download, whose small vocabulary fits tiny random language models.
+- ``save_hf_blip2_folder(folder, text_config)``: a random, tiny Hugging Face
+  ``Blip2ForConditionalGeneration`` around any transformers text model, written with
+  ``save_pretrained``: what ``load_pipeline`` must load once your plugin claims the text
+  model's ``model_type`` (hook ``register_hf_configs``); transformers' own outputs are the oracle.
+- ``check_vision_encoder(encoder)``: the ``VisionEncoder`` contract, checked on random pixels.
+
+These need only blip2core's own dependencies plus ``tokenizers``; nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TINY_CORPUS = (
+    "a photo of a cat sitting on a mat",
+    "the capital of france is paris",
+    "question: what colour is the dog? answer: brown\n",
+    "two people riding bikes down a street\n",
+)
+
+#: OPT's special-token ids: <s>=0, <pad>=1, </s>=2, <unk>=3
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
+
+
+def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320, *, bos: str = "</s>") -> Path:
+    """Write a byte-level BPE tokenizer (``vocab_size`` >= 260) to ``folder``; returns it.
+
+    Special tokens follow OPT (pad 1, eos 2); ``bos`` is prepended to every encoding.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(TINY_CORPUS, trainer)
+    bos_id = SPECIAL_TOKENS.index(bos)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    folder = Path(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+#: the tiny BLIP-2 around the text model of ``save_hf_blip2_folder``: EVA ViT at 32 px (16 patches
+#: of 8 px, width 48), a 2-layer Q-Former of width 32 and 6 query tokens
+TINY_IMAGE_SIZE = 32
+TINY_NUM_QUERY_TOKENS = 6
+TINY_VISION_CONFIG = dict(
+    image_size=TINY_IMAGE_SIZE, patch_size=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+    intermediate_size=80, layer_norm_eps=1e-6, qkv_bias=True, initializer_range=0.02,
+)
+TINY_QFORMER_CONFIG = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40, cross_attention_frequency=1,
+    encoder_hidden_size=48, vocab_size=99, max_position_embeddings=64, initializer_range=0.02,
+)
+
+
+def save_hf_blip2_folder(
+    folder: str | Path,
+    text_config: Mapping[str, Any],
+    *,
+    image_token_index: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """Write a random ``Blip2ForConditionalGeneration`` with the given text model; returns it (eval).
+
+    Args:
+        folder: where ``save_pretrained`` writes ``config.json`` and ``model.safetensors``.
+        text_config: transformers config fields of the language model, with its ``model_type``
+            (``{"model_type": "qwen2", "vocab_size": 120, "hidden_size": 32, ...}``).
+        image_token_index: the ``<image>`` placeholder id of HF-style prompts; default: the last
+            id of the text vocabulary.
+        seed: ``torch.manual_seed`` before the weights are drawn.
+    """
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration
+
+    text_config = dict(text_config)
+    if "model_type" not in text_config:
+        raise ValueError("text_config needs its model_type (e.g. 'opt', 'llama', 'qwen2')")
+    if image_token_index is None:
+        image_token_index = int(text_config["vocab_size"]) - 1
+    config = Blip2Config(
+        vision_config=TINY_VISION_CONFIG,
+        qformer_config=TINY_QFORMER_CONFIG,
+        text_config=text_config,
+        num_query_tokens=TINY_NUM_QUERY_TOKENS,
+        image_token_index=image_token_index,
+        initializer_range=0.02,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def check_vision_encoder(encoder: Any, *, batch_size: int = 2, seed: int = 0) -> Any:
+    """Assert that ``encoder`` keeps the ``VisionEncoder`` contract; returns its tokens [B, N, C].
+
+    It must be an ``nn.Module`` with an int ``width`` (C) and a ``PreprocessConfig`` as
+    ``preprocess_config``, and turn random pixel values [B, 3, S, S] (S: the config's
+    ``image_size``) into a floating-point tensor [B, N, C] with N >= 1.
+
+    Raises:
+        AssertionError: the first broken rule, in words.
+    """
+    import torch
+    from torch import nn
+
+    from blip2core.preprocess_config import PreprocessConfig
+
+    name = type(encoder).__name__
+    assert isinstance(encoder, nn.Module), f"{name} is not a torch.nn.Module"
+    width = getattr(encoder, "width", None)
+    assert isinstance(width, int) and width > 0, f"{name}.width must be a positive int, got {width!r}"
+    config = getattr(encoder, "preprocess_config", None)
+    assert isinstance(config, PreprocessConfig), (
+        f"{name}.preprocess_config must be a blip2core.PreprocessConfig, got {type(config).__name__}"
+    )
+    size = config.image_size
+    pixels = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        tokens = encoder(pixels)
+    assert isinstance(tokens, torch.Tensor), f"{name}.forward must return a tensor, got {type(tokens).__name__}"
+    assert tokens.dim() == 3 and tokens.shape[0] == batch_size and tokens.shape[1] >= 1 and tokens.shape[2] == width, (
+        f"{name}.forward: expected tokens [{batch_size}, N, {width}], got {list(tokens.shape)}"
+    )
+    assert tokens.is_floating_point(), f"{name}.forward returned {tokens.dtype} tokens"
+    return tokens
