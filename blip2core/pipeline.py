@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from blip2core.protocols import Bridge, BridgeOutput, LanguageModel, LanguageModelOutput, Preprocessor, VisionEncoder
+from blip2core.protocols import (
+    Bridge,
+    BridgeOutput,
+    LanguageModel,
+    LanguageModelOutput,
+    Preprocessor,
+    VisionEncoder,
+    reads_instruction,
+)
+from blip2core.checkpoints.copying import frozen_parameter_names
 from blip2core.errors import Blip2Error
 from blip2core.spec import PipelineSpec
 
@@ -109,8 +118,11 @@ class Pipeline(nn.Module):
         return self.llm
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The parameters and buffers that training changes: the bridge's."""
-        return {f"bridge.{k}": v for k, v in self.bridge.state_dict().items()}
+        """The parameters and buffers that training changes: the bridge's, less its frozen
+        parameters (``requires_grad=False``, e.g. a Q-Former's ``freeze_text_side``), which the
+        bridge's own construction restores."""
+        frozen = frozen_parameter_names(self.bridge)
+        return {f"bridge.{k}": v for k, v in self.bridge.state_dict().items() if k not in frozen}
 
     def save(self, folder: str | Path) -> Path:
         """Write the native format: the spec plus safetensors of the trainable parts only
@@ -120,16 +132,33 @@ class Pipeline(nn.Module):
         return save_pipeline(self, folder)
 
     # -- computation -----------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor) -> ImageEncoding:
-        """pixel_values [B, 3, S, S] -> ImageEncoding (vision tokens, query output, LLM inputs)."""
-        pixel_values = pixel_values.to(self.device, self.vision_dtype)
-        vision_tokens = self.vision(pixel_values).float()
-        bridged: BridgeOutput = self.bridge(vision_tokens)
+    @property
+    def reads_instruction(self) -> bool:
+        """Whether the bridge also reads the instruction (question / prompt), as InstructBLIP."""
+        return reads_instruction(self.bridge)
+
+    def encode_vision(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """pixel_values [B, 3, S, S] -> frozen vision tokens [B, N, C] float32 (cast to the
+        encoder's device and dtype first)."""
+        return self.vision(pixel_values.to(self.device, self.vision_dtype)).float()
+
+    def bridge_tokens(self, vision_tokens: torch.Tensor, instruction: list[str] | None = None) -> ImageEncoding:
+        """vision tokens [B, N, C] -> ImageEncoding through the bridge. ``instruction`` (B strings)
+        reaches only an instruction-aware bridge; others ignore it."""
+        if self.reads_instruction:
+            bridged: BridgeOutput = self.bridge(vision_tokens, instruction=instruction)
+        else:
+            bridged = self.bridge(vision_tokens)
         llm_inputs = bridged.llm_inputs.to(self.llm_dtype)
         mask = bridged.llm_attention_mask
         if mask is None:
             mask = torch.ones(llm_inputs.shape[:2], dtype=torch.long, device=llm_inputs.device)
         return ImageEncoding(vision_tokens, bridged.query_output, llm_inputs, mask)
+
+    def encode_images(self, pixel_values: torch.Tensor, instruction: list[str] | None = None) -> ImageEncoding:
+        """pixel_values [B, 3, S, S] -> ImageEncoding (vision tokens, query output, LLM inputs).
+        ``instruction``: B strings for an instruction-aware bridge (see ``bridge_tokens``)."""
+        return self.bridge_tokens(self.encode_vision(pixel_values), instruction)
 
     def build_llm_inputs(
         self,
@@ -176,13 +205,15 @@ class Pipeline(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        instruction: list[str] | None = None,
     ) -> LanguageModelOutput:
         """Logits over the image positions and the text, at the same positions as transformers'
         ``Blip2ForConditionalGeneration``: [B, Q+T, V] (or [B, T, V] when input_ids already hold
         the Q image placeholders). With labels [B, T] (-100 = ignore), the loss covers text only.
+        ``instruction``: B strings for an instruction-aware bridge.
         """
         llm = self.require_llm()
-        encoding = self.encode_images(pixel_values)
+        encoding = self.encode_images(pixel_values, instruction)
         embeds, mask = self.build_llm_inputs(encoding, input_ids, attention_mask)
         if labels is not None and labels.shape[1] < embeds.shape[1]:
             pad = embeds.shape[1] - labels.shape[1]
@@ -196,11 +227,13 @@ class Pipeline(nn.Module):
         pixel_values: torch.Tensor,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        instruction: list[str] | None = None,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
-        """New token ids [B * num_return_sequences, L] continuing image prefix + prompt."""
+        """New token ids [B * num_return_sequences, L] continuing image prefix + prompt.
+        ``instruction``: B strings for an instruction-aware bridge."""
         llm = self.require_llm()
-        encoding = self.encode_images(pixel_values)
+        encoding = self.encode_images(pixel_values, instruction)
         embeds, mask = self.build_llm_inputs(encoding, input_ids, attention_mask)
         return llm.generate(embeds, mask, **generate_kwargs)
 

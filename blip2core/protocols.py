@@ -74,6 +74,33 @@ class Bridge(Protocol):
         ...
 
 
+@runtime_checkable
+class InstructionAwareBridge(Protocol):
+    """A bridge that also reads the instruction (InstructBLIP): the question of a VQA call, the
+    prompt of a caption call, the prompt of a training example.
+
+    Attributes:
+        instruction_aware: True when ``forward`` uses ``instruction`` (a bridge class may support
+            both modes and switch by option).
+    """
+
+    instruction_aware: bool
+
+    def forward(
+        self,
+        vision_tokens: torch.Tensor,
+        vision_attention_mask: torch.Tensor | None = None,
+        instruction: list[str] | None = None,
+    ) -> BridgeOutput:
+        """vision_tokens [B, N, C] (+ mask [B, N]) and B instruction strings (None: empty) -> BridgeOutput."""
+        ...
+
+
+def reads_instruction(bridge: Any) -> bool:
+    """Whether a bridge wants the instruction passed to ``forward``."""
+    return isinstance(bridge, InstructionAwareBridge) and bool(bridge.instruction_aware)
+
+
 @dataclass
 class LanguageModelOutput:
     """logits [B, T, V] float; loss: scalar, present when labels were given."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from blip2core.checkpoints.copying import copy_into
+from blip2core.checkpoints.copying import copy_into, frozen_parameter_names
 from blip2core.checkpoints.files import read_state_dict
 from blip2core.checkpoints.layouts import SLOTS, detect_layout, split_by_slot
 from blip2core.errors import CheckpointError
@@ -76,6 +76,9 @@ def load_checkpoints(
             if layout == "native":  # keys are "<slot>." + the module's own names
                 own = {key[len(slot) + 1:]: (key, tensor) for key, tensor in parts[slot].items()}
                 missing, unexpected = copy_into(module, own, source=str(source))
+                if slot == "bridge":  # native files store the trainable state: frozen bridge parts come from its build
+                    frozen = frozen_parameter_names(module)
+                    missing = [key for key in missing if key not in frozen]
             elif isinstance(module, LoadsForeignCheckpoints):
                 missing, unexpected = module.load_foreign_state_dict(parts[slot], layout)
             else:

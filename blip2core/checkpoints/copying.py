@@ -64,3 +64,8 @@ def raise_if_missing(missing: list[str], source: str, allowed: Iterable[str] = (
     if left:
         shown = ", ".join(left[:8]) + (f", ... ({len(left)} in all)" if len(left) > 8 else "")
         raise CheckpointError(f"{source}: weights missing for {shown}")
+
+
+def frozen_parameter_names(module: nn.Module) -> set[str]:
+    """Names (as in ``module.state_dict()``) of the parameters that get no gradient."""
+    return {name for name, parameter in module.named_parameters() if not parameter.requires_grad}

@@ -261,7 +261,7 @@ class LavisBlip2(nn.Module):
         settings = GenerationSettings(
             num_beams=num_beams, max_new_tokens=max_len, min_new_tokens=min_len, length_penalty=length_penalty
         )
-        return answer_pixels(self.pipeline, self._pixels(samples), prompts, settings)
+        return answer_pixels(self.pipeline, self._pixels(samples), prompts, settings, instructions=questions)
 
     @torch.no_grad()
     def extract_features(self, samples: dict[str, Any], mode: str = "multimodal") -> Any:

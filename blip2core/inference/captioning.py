@@ -72,6 +72,6 @@ def caption_pixels(
         raise ValueError(f"got {len(prompts)} prompts for {batch} images; give one prompt, or one per image")
     with exclusive(pipe, sampling=settings.do_sample, seed=settings.seed):
         ids, mask = textgen.tokenize_prompts(pipe, prompts)
-        encoding = pipe.encode_images(pixel_values)
+        encoding = pipe.encode_images(pixel_values, instruction=prompts)  # read by instruction-aware bridges
         new_ids = textgen.generate_ids(pipe, encoding, ids, mask, settings)
         return textgen.decode(pipe, new_ids)

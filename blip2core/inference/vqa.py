@@ -62,9 +62,11 @@ def answer(
         length_penalty=length_penalty, do_sample=do_sample, top_p=top_p, temperature=temperature,
         repetition_penalty=repetition_penalty, num_return_sequences=num_return_sequences, seed=seed,
     )
-    prompts = format_questions(template, as_text_list(questions, "questions"))
+    question_list = as_text_list(questions, "questions")
+    prompts = format_questions(template, question_list)
     pixel_values = load_images(pipe, images)
-    return answer_pixels(pipe, pixel_values, prompts, settings, prefix_cache=prefix_cache, batch_size=batch_size)
+    return answer_pixels(pipe, pixel_values, prompts, settings, prefix_cache=prefix_cache, batch_size=batch_size,
+                         instructions=question_list)
 
 
 def answer_pixels(
@@ -75,17 +77,24 @@ def answer_pixels(
     *,
     prefix_cache: bool = True,
     batch_size: int | None = None,
+    instructions: list[str] | None = None,
 ) -> list[str]:
     """pixel_values [B, 3, S, S] with formatted prompts (B of them, or many for B = 1, or one for
-    all B) -> answers [len(prompts) or B, x num_return_sequences]."""
+    all B) -> answers [len(prompts) or B, x num_return_sequences].
+
+    ``instructions``: the bare questions, one per prompt, for an instruction-aware bridge
+    (InstructBLIP); default: the prompts themselves."""
+    instructions = list(prompts) if instructions is None else list(instructions)
+    if len(instructions) != len(prompts):
+        raise ValueError(f"got {len(instructions)} instructions for {len(prompts)} prompts")
     pixel_values = check_pixel_values(pipe, pixel_values)
     images, count = pixel_values.shape[0], len(prompts)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
     if images == 1 and count > 1:
-        return _one_image_many_prompts(pipe, pixel_values, prompts, settings, prefix_cache, batch_size)
+        return _one_image_many_prompts(pipe, pixel_values, prompts, instructions, settings, prefix_cache, batch_size)
     if count == 1 and images > 1:
-        prompts = prompts * images
+        prompts, instructions = prompts * images, instructions * images
     elif count != images:
         raise ValueError(
             f"got {images} images and {count} questions: give one question per image, many questions "
@@ -95,7 +104,7 @@ def answer_pixels(
         out: list[str] = []
         for start, stop in _chunks(len(prompts), batch_size):
             ids, mask = textgen.tokenize_prompts(pipe, prompts[start:stop])
-            encoding = pipe.encode_images(pixel_values[start:stop])
+            encoding = pipe.encode_images(pixel_values[start:stop], instruction=instructions[start:stop])
             out += textgen.decode(pipe, textgen.generate_ids(pipe, encoding, ids, mask, settings))
         return out
 
@@ -104,15 +113,24 @@ def _one_image_many_prompts(
     pipe: Pipeline,
     pixel_values: torch.Tensor,
     prompts: list[str],
+    instructions: list[str],
     settings: GenerationSettings,
     use_cache: bool,
     batch_size: int | None,
 ) -> list[str]:
     with exclusive(pipe, sampling=settings.do_sample, seed=settings.seed):
+        if pipe.reads_instruction:  # the soft prompt depends on the question: only the vision step is shared
+            vision_tokens = pipe.encode_vision(pixel_values)
+            out: list[str] = []
+            for start, stop in _chunks(len(prompts), batch_size):
+                ids, mask = textgen.tokenize_prompts(pipe, prompts[start:stop])
+                encoding = pipe.bridge_tokens(vision_tokens.expand(stop - start, -1, -1), instructions[start:stop])
+                out += textgen.decode(pipe, textgen.generate_ids(pipe, encoding, ids, mask, settings))
+            return out
         encoding = pipe.encode_images(pixel_values)  # once, for every question
         llm = pipe.require_llm()
         cache = build_prefix_cache(llm, encoding.llm_inputs) if use_cache and supports_prefix_cache(llm) else None
-        out: list[str] = []
+        out = []
         for start, stop in _chunks(len(prompts), batch_size):
             ids, mask = textgen.tokenize_prompts(pipe, prompts[start:stop])
             shared = textgen.expand_encoding(encoding, stop - start)

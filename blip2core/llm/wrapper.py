@@ -49,7 +49,9 @@ class TransformersLanguageModel(nn.Module):
         self.vocab_size: int = model.get_output_embeddings().weight.shape[0]
         self.stop_token_ids: tuple[int, ...] = tuple(stop_token_ids)
         self.weights_loaded = weights_loaded
-        self._takes_position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        parameters = inspect.signature(model.forward).parameters
+        self._takes_position_ids = "position_ids" in parameters
+        self._takes_logits_to_keep = "logits_to_keep" in parameters
         self.train(model.training)  # a frozen LLM arrives in eval mode: keep it so
 
     @property
@@ -67,20 +69,30 @@ class TransformersLanguageModel(nn.Module):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> LanguageModelOutput:
         """inputs_embeds [B, T, D], attention_mask [B, T] (1 = attend), labels [B, T] (-100 = ignore).
 
         Returns logits [B, T, V] and, with labels, the mean next-token loss (labels shifted by
         one inside). Position ids count only attended tokens, so padding anywhere (left, or
         between an image prefix and text) leaves the real tokens' logits unchanged.
+        ``logits_to_keep`` > 0: logits of the last K positions only, [B, K, V] (training saves the
+        vocabulary projection of every other position); not combinable with labels.
         """
         extra: dict[str, Any] = {}
+        if logits_to_keep:
+            if labels is not None:
+                raise ValueError("logits_to_keep and labels cannot be combined: the loss needs every position")
+            if self._takes_logits_to_keep:
+                extra["logits_to_keep"] = logits_to_keep
         if attention_mask is not None:
             attention_mask = attention_mask.to(inputs_embeds.device, torch.long)
             if self._takes_position_ids:
                 extra["position_ids"] = positions_from_mask(attention_mask)
         output = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, **extra)
         logits = output.logits
+        if logits_to_keep and logits.shape[1] > logits_to_keep:
+            logits = logits[:, -logits_to_keep:, :]
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return LanguageModelOutput(logits=logits, loss=loss)
 

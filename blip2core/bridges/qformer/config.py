@@ -48,6 +48,15 @@ class QFormerOptions(BaseModel):
             means no tokenizer (``bridge.tokenizer is None``).
         decoder_bos_token: when set (LAVIS uses "[DEC]"), added to the tokenizer as its ``bos_token``
             for image-grounded text generation; ``vocab_size`` must cover the grown tokenizer.
+        instruction_aware: the instruction (the question, or the caption prompt) also enters the
+            Q-Former, as in InstructBLIP: its tokens share the queries' self-attention in a
+            bi-directional pass, so the queries extract what the instruction asks for. Needs the
+            text heads and a tokenizer.
+        max_instruction_length: instruction tokens kept (with [CLS] / [SEP]).
+        freeze_text_side: the word / position embeddings and every layer's text feed-forward keep
+            their initial (``init_from``) values: no gradient, and not part of the trainable state
+            a checkpoint stores (a pipeline rebuilds them from ``init_from``). Self-attention,
+            cross-attention, the query feed-forward, the queries and the heads still learn.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -72,6 +81,9 @@ class QFormerOptions(BaseModel):
     init_from: str | None = None
     tokenizer: str | None = None
     decoder_bos_token: str | None = None
+    instruction_aware: bool = False
+    max_instruction_length: int = Field(32, gt=2)
+    freeze_text_side: bool = False
 
     @field_validator("init_from", "tokenizer", mode="before")
     @classmethod
@@ -85,6 +97,10 @@ class QFormerOptions(BaseModel):
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                 f"({self.num_attention_heads}): each head gets hidden_size / num_attention_heads channels"
             )
+        if self.freeze_text_side and not self.with_text_heads:
+            raise ValueError("freeze_text_side needs with_text_heads=True: without text heads there is no text side")
+        if self.instruction_aware and not self.with_text_heads:
+            raise ValueError("instruction_aware needs with_text_heads=True: the instruction is embedded by the text side")
         if self.pad_token_id >= self.vocab_size:
             raise ValueError(f"pad_token_id ({self.pad_token_id}) must be < vocab_size ({self.vocab_size})")
         return self

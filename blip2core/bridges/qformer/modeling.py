@@ -63,6 +63,8 @@ class QFormerBridge(nn.Module):
                 f"qformer with_llm_projection=False passes query_output straight to the LLM: hidden_size "
                 f"must be the LLM's {llm_hidden_size}, got {options.hidden_size}"
             )
+        if options.instruction_aware and tokenizer is None:
+            raise ValueError("qformer instruction_aware needs a tokenizer: set the option 'tokenizer' or 'init_from'")
         self.options = options
         self.hidden_size = options.hidden_size
         self.num_query_tokens = options.num_query_tokens
@@ -91,6 +93,15 @@ class QFormerBridge(nn.Module):
             self.lm_head = LanguageModelHead(options)
             self.temp = nn.Parameter(torch.tensor(INITIAL_TEMPERATURE))
         self.reset_parameters()
+        if options.freeze_text_side:
+            for module in self.text_side_modules():
+                module.requires_grad_(False)
+
+    def text_side_modules(self) -> list[nn.Module]:
+        """The text embeddings and each layer's text feed-forward (what ``freeze_text_side`` freezes)."""
+        if self.text_embeddings is None:
+            return []
+        return [self.text_embeddings, *(layer.text_ffn for layer in self.encoder.layers)]
 
     # -- initialisation --------------------------------------------------------------------
     @torch.no_grad()
@@ -117,13 +128,54 @@ class QFormerBridge(nn.Module):
             self.temp.fill_(INITIAL_TEMPERATURE)
 
     # -- the Bridge protocol -----------------------------------------------------------------
+    @property
+    def instruction_aware(self) -> bool:
+        """Whether ``forward`` reads an instruction (``options.instruction_aware``)."""
+        return self.options.instruction_aware
+
     def forward(
-        self, vision_tokens: torch.Tensor, vision_attention_mask: torch.Tensor | None = None
+        self,
+        vision_tokens: torch.Tensor,
+        vision_attention_mask: torch.Tensor | None = None,
+        instruction: list[str] | None = None,
     ) -> BridgeOutput:
         """vision_tokens [B, N, C] (+ mask [B, N], 1 = real token) ->
-        BridgeOutput(query_output [B, Q, H], llm_inputs [B, Q, D], llm_attention_mask None = all visible)."""
-        query_output = self.encode_queries(vision_tokens, vision_attention_mask)
+        BridgeOutput(query_output [B, Q, H], llm_inputs [B, Q, D], llm_attention_mask None = all visible).
+
+        ``instruction``: B strings, read only by an instruction-aware Q-Former (None = "" for every
+        row); the queries then attend to the instruction's tokens in one bi-directional pass.
+        """
+        if self.instruction_aware:
+            query_output = self.encode_instructed_queries(vision_tokens, instruction, vision_attention_mask)
+        else:
+            query_output = self.encode_queries(vision_tokens, vision_attention_mask)
         return BridgeOutput(query_output=query_output, llm_inputs=self.project_to_llm(query_output))
+
+    def encode_instructed_queries(
+        self,
+        vision_tokens: torch.Tensor,
+        instruction: list[str] | None,
+        vision_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """vision_tokens [B, N, C] and B instruction strings -> query_output [B, Q, H]: queries and
+        instruction tokens in one bi-directional pass (InstructBLIP), the query positions kept."""
+        ids, mask = self.tokenize_instructions(instruction, vision_tokens.shape[0], vision_tokens.device)
+        hidden = self.multimodal_features(vision_tokens, ids, mask, vision_attention_mask)
+        return hidden[:, : self.num_query_tokens, :]
+
+    def tokenize_instructions(
+        self, instruction: list[str] | None, batch: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """B strings (None: B empty ones) -> input_ids, attention_mask [B, T] with [CLS] / [SEP],
+        cut at ``max_instruction_length``."""
+        if self.tokenizer is None:
+            raise RuntimeError("an instruction-aware qformer needs a tokenizer (set 'tokenizer' or 'init_from')")
+        texts = [""] * batch if instruction is None else [str(t) for t in instruction]
+        if len(texts) != batch:
+            raise ValueError(f"got {len(texts)} instructions for {batch} images: give one per image")
+        encoded = self.tokenizer(texts, padding="longest", truncation=True,
+                                 max_length=self.options.max_instruction_length, return_tensors="pt")
+        return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
 
     def encode_queries(
         self, vision_tokens: torch.Tensor, vision_attention_mask: torch.Tensor | None = None
