@@ -5,7 +5,8 @@ Environment:
     BLIP2_DISABLE_PLUGINS=x,y  skip these distributions
 
 A plugin that fails to import, implements an unknown hook, or raises inside a hook is recorded
-with its error; everything else keeps working.
+with its error; everything else keeps working. Hooks are called through pluggy
+(``manager.hook.register_*(register=...)``), one plugin at a time.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib.metadata as metadata
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -22,8 +24,8 @@ from typing import Any
 import pluggy
 
 from blip2core import hookspecs
-from blip2core.errors import DuplicateComponentError
-from blip2core.registry import Component, Registry
+from blip2core.errors import Blip2Error, DuplicateComponentError
+from blip2core.registry import Component, HFConfigClaim, Registry
 
 BUILTIN_DISTRIBUTION = "blip2core"
 BUILTIN_MODULES = ("blip2core.bridges.plugin", "blip2core.preprocess.plugin")
@@ -51,6 +53,7 @@ class PluginInfo:
         module: the module the entry point names.
         error: None when it loaded and all its hooks ran; otherwise what went wrong.
         components: what it registered.
+        hf_configs: the Hugging Face BLIP-2 sub-configs it claimed (``register_hf_configs``).
     """
 
     distribution: str
@@ -58,6 +61,7 @@ class PluginInfo:
     module: str
     error: str | None = None
     components: list[Component] = field(default_factory=list)
+    hf_configs: list[HFConfigClaim] = field(default_factory=list)
 
     def add_error(self, message: str) -> None:
         self.error = message if self.error is None else f"{self.error}; {message}"
@@ -76,6 +80,7 @@ class PluginInfo:
             "components": [
                 {"kind": c.kind, "name": c.name, "description": c.description} for c in self.components
             ],
+            "hf_configs": [{"part": c.part, "model_type": c.model_type} for c in self.hf_configs],
         }
 
 
@@ -116,28 +121,46 @@ class Plugins:
             return
         plugin_name = f"{info.distribution}:{info.module}"
         try:
+            # pluggy validates each hookimpl's arguments against its spec here ...
             self.manager.register(module, name=plugin_name)
-            self._check_hook_names(module)
+            # ... and refuses hooks that have no spec here
+            self._check_pending(module)
         except Exception as exc:
             info.add_error(f"invalid plugin: {exc}")
             if self.manager.is_registered(module):
                 self.manager.unregister(module)
             return
-        self._collect_components(info, module)
+        self._call_component_hooks(info, module)
+        self._call_hf_config_hook(info, module)
 
-    @staticmethod
-    def _check_hook_names(module: ModuleType) -> None:
-        known = {name for name in dir(hookspecs) if name.startswith("register_")}
-        for name in dir(module):
-            if getattr(getattr(module, name), hookspecs.PROJECT_NAME + "_impl", None) is not None and name not in known:
-                raise ValueError(f"{name!r} is not a blip2core hook (known: {', '.join(sorted(known))})")
+    def _check_pending(self, module: ModuleType) -> None:
+        """``PluginManager.check_pending``, its error phrased with the hook names a user can fix.
 
-    def _collect_components(self, info: PluginInfo, module: ModuleType) -> None:
+        Earlier plugins with unknown hooks were unregistered, so an unknown hook is ``module``'s.
+        """
+        try:
+            self.manager.check_pending()
+        except pluggy.PluginValidationError as exc:
+            unknown = sorted(c.name for c in self.manager.get_hookcallers(exc.plugin) or () if not c.has_spec())
+            if exc.plugin is not module or not unknown:
+                raise
+            raise ValueError(
+                f"{unknown[0]!r} is not a blip2core hook (known: {', '.join(self.hook_names())})"
+            ) from None
+
+    def hook_names(self) -> list[str]:
+        """The hooks a plugin may implement (those with a spec in ``blip2core.hookspecs``), sorted."""
+        return sorted(name for name, caller in vars(self.manager.hook).items() if caller.has_spec())
+
+    def _hook_of(self, hook_name: str, plugin: object) -> pluggy.HookCaller:
+        """The hook ``hook_name`` restricted to one plugin: a plugin that raises loses only its own
+        registrations, and the others still run."""
+        others = self.manager.get_plugins() - {plugin}
+        return self.manager.subset_hook_caller(hook_name, remove_plugins=others)
+
+    def _call_component_hooks(self, info: PluginInfo, module: ModuleType) -> None:
         """Run each component hook; a hook's components are added only if the whole hook succeeds."""
         for hook_name, kind in hookspecs.COMPONENT_HOOKS.items():
-            function = getattr(module, hook_name, None)
-            if function is None:
-                continue
             registered: list[Component] = []
 
             def register(
@@ -151,7 +174,7 @@ class Plugins:
                 registered.append(Component(_kind, name, factory, options, description, info.distribution))
 
             try:
-                function(register)
+                self._hook_of(hook_name, module)(register=register)
             except Exception as exc:
                 info.add_error(f"{hook_name} raised {type(exc).__name__}: {exc}")
                 continue
@@ -160,24 +183,49 @@ class Plugins:
                     self.registry.add(component)
                 except DuplicateComponentError as exc:
                     info.add_error(str(exc))
-                    first_owner = self._info_of(component.kind, component.name, exclude=info)
+                    first_owner = self._owner_of(lambda i: any(
+                        c.kind == component.kind and c.name == component.name for c in i.components), exclude=info)
                     if first_owner is not None:
                         first_owner.add_error(str(exc))
                     continue
                 info.components.append(component)
 
-    def _info_of(self, kind: str, name: str, exclude: PluginInfo) -> PluginInfo | None:
-        for other in self.infos:
-            if other is not exclude and any(c.kind == kind and c.name == name for c in other.components):
-                return other
-        return None
+    def _call_hf_config_hook(self, info: PluginInfo, module: ModuleType) -> None:
+        """Run ``register_hf_configs``; its claims are added only if the whole hook succeeds."""
+        claims: list[HFConfigClaim] = []
+
+        def register(part: str, model_type: str, reader: Any) -> None:
+            claims.append(HFConfigClaim(part, model_type, reader, info.distribution))
+
+        try:
+            self._hook_of("register_hf_configs", module)(register=register)
+        except Exception as exc:
+            info.add_error(f"register_hf_configs raised {type(exc).__name__}: {exc}")
+            return
+        for claim in claims:
+            try:
+                self.registry.add_hf_config(claim)
+            except DuplicateComponentError as exc:
+                info.add_error(str(exc))
+                first_owner = self._owner_of(lambda i: any(
+                    (c.part, c.model_type) == (claim.part, claim.model_type) for c in i.hf_configs), exclude=info)
+                if first_owner is not None:
+                    first_owner.add_error(str(exc))
+                continue
+            except Blip2Error as exc:
+                info.add_error(f"register_hf_configs: {exc}")
+                continue
+            info.hf_configs.append(claim)
+
+    def _owner_of(self, owns: Callable[[PluginInfo], bool], exclude: PluginInfo) -> PluginInfo | None:
+        return next((other for other in self.infos if other is not exclude and owns(other)), None)
 
     def call_register_commands(self, cli: Any) -> list[str]:
         """Let each plugin add CLI commands; returns errors instead of raising."""
         errors = []
         for impl in self.manager.hook.register_commands.get_hookimpls():
             try:
-                impl.function(cli)
+                self._hook_of("register_commands", impl.plugin)(cli=cli)
             except Exception as exc:
                 errors.append(f"{impl.plugin_name}: register_commands raised {type(exc).__name__}: {exc}")
         return errors

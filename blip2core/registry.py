@@ -1,4 +1,5 @@
-"""The table of components the loaded plugins registered, keyed by (kind, name)."""
+"""The table of components the loaded plugins registered, keyed by (kind, name), and of the
+Hugging Face BLIP-2 sub-configs they claimed, keyed by (part, model_type)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ KINDS = (
     "task",
     "loss",
     "quantizer",
+    "model",
 )
 
 
@@ -71,12 +73,39 @@ class Component:
         return self.factory(self.validate_options(options, path), **context)
 
 
+@dataclass(frozen=True)
+class HFConfigClaim:
+    """One plugin's reader of a Hugging Face BLIP-2 sub-config (hook ``register_hf_configs``).
+
+    Attributes:
+        part: ``vision`` (``vision_config``) or ``text`` (``text_config``).
+        model_type: the sub-config's ``model_type`` it understands.
+        reader: ``reader(sub_config, source) -> {"name": ..., "options": {...}}``.
+        plugin: the distribution that registered it.
+    """
+
+    part: str
+    model_type: str
+    reader: Callable[..., Any]
+    plugin: str
+
+
+#: sub-config part -> the config key it reads, and the component kind its reader names
+HF_CONFIG_PARTS: dict[str, tuple[str, str]] = {
+    "vision": ("vision_config", "vision_encoder"),
+    "text": ("text_config", "language_model"),
+}
+
+
 @dataclass
 class Registry:
-    """Components by kind and name, plus the name clashes found while registering."""
+    """Components by kind and name, plus the name clashes found while registering; and the
+    Hugging Face sub-config readers by (part, model_type), with their own clashes."""
 
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    hf_configs: dict[tuple[str, str], HFConfigClaim] = field(default_factory=dict)
+    hf_config_clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def add(self, component: Component) -> None:
         """Add a component; a second one with the same (kind, name) is recorded as a clash."""
@@ -113,6 +142,41 @@ class Registry:
             message += f" Did you mean {close[0]!r}?"
         message += f" Registered: {', '.join(known) if known else '(none: is its plugin installed?)'}"
         raise UnknownComponentError(message)
+
+    def add_hf_config(self, claim: HFConfigClaim) -> None:
+        """Add a sub-config reader; a second one for the same (part, model_type) is a clash."""
+        if claim.part not in HF_CONFIG_PARTS:
+            raise Blip2Error(
+                f"unknown Hugging Face config part {claim.part!r} (known: {', '.join(HF_CONFIG_PARTS)})"
+            )
+        key = (claim.part, claim.model_type)
+        existing = self.hf_configs.get(key)
+        if existing is not None:
+            owners = self.hf_config_clashes.setdefault(key, [existing.plugin])
+            owners.append(claim.plugin)
+            raise DuplicateComponentError(self._hf_config_clash_message(*key))
+        self.hf_configs[key] = claim
+
+    def _hf_config_clash_message(self, part: str, model_type: str) -> str:
+        owners = self.hf_config_clashes[(part, model_type)]
+        return (
+            f"{HF_CONFIG_PARTS[part][0]}.model_type {model_type!r} is claimed by more than one plugin: "
+            f"{' and '.join(repr(o) for o in owners)}; uninstall one or disable it with BLIP2_DISABLE_PLUGINS"
+        )
+
+    def hf_config(self, part: str, model_type: str) -> HFConfigClaim | None:
+        """The reader claiming (part, model_type), None when no plugin does.
+
+        Raises:
+            DuplicateComponentError: more than one plugin claims it.
+        """
+        if (part, model_type) in self.hf_config_clashes:
+            raise DuplicateComponentError(self._hf_config_clash_message(part, model_type))
+        return self.hf_configs.get((part, model_type))
+
+    def hf_config_types(self, part: str) -> list[str]:
+        """The model types claimed for ``part``, sorted."""
+        return sorted(model_type for p, model_type in self.hf_configs if p == part)
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])

@@ -68,3 +68,31 @@ TINY_VIT_PLUGIN = '''
     def register_vision_encoders(register):
         register("tiny-vit", TinyViT, options=TinyViTOptions, description="a tiny ViT for tests")
 '''
+
+
+QWEN2_PLUGIN = '''
+    """A third-party language-model package for Qwen2, written against blip2core.plugin_api only:
+    with it installed, Hugging Face BLIP-2 folders whose text model is Qwen2 load."""
+    from blip2core import hookimpl
+    from blip2core.plugin_api import LanguageModelOptions, load_language_model, text_config_reader
+
+
+    class Qwen2Options(LanguageModelOptions):
+        """path / gguf_file / config, as every transformers-backed language model."""
+
+
+    def build_qwen2(options):
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        return load_language_model(options, config_class=Qwen2Config, model_class=Qwen2ForCausalLM)
+
+
+    @hookimpl
+    def register_language_models(register):
+        register("qwen2", build_qwen2, options=Qwen2Options, description="Qwen2 causal LM")
+
+
+    @hookimpl
+    def register_hf_configs(register):
+        register("text", "qwen2", text_config_reader("qwen2"))
+'''

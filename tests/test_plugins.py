@@ -82,8 +82,57 @@ def test_misspelled_hook_is_reported(site):
             pass
     """
     write_distribution(site, "typo-hook", source)
-    info = info_for(Plugins(), "typo-hook")
-    assert info.status == "error" and "register_vision_encoder" in info.error
+    write_distribution(site, "acme-vision", TINY_VIT_PLUGIN)
+    plugins = Plugins()
+    info = info_for(plugins, "typo-hook")
+    assert info.status == "error"
+    assert info.error.startswith("invalid plugin: 'register_vision_encoder' is not a blip2core hook (known: ")
+    assert "register_vision_encoders" in info.error and "register_hf_configs" in info.error
+    # pluggy's check_pending looks at every plugin: the typo must not fail the plugins loaded after it
+    assert info_for(plugins, "acme-vision").status == "ok"
+    assert "tiny-vit" in plugins.registry.names("vision_encoder")
+
+
+def test_hook_with_an_argument_its_spec_lacks_is_refused_by_pluggy(site):
+    source = """
+        from blip2core import hookimpl
+
+        @hookimpl
+        def register_bridges(registrar):
+            registrar("never", lambda options: None)
+    """
+    write_distribution(site, "wrong-argument", source)
+    plugins = Plugins()
+    info = info_for(plugins, "wrong-argument")
+    assert info.error.startswith("invalid plugin: ") and "registrar" in info.error
+    assert "never" not in plugins.registry.names("bridge")
+
+
+def test_register_commands_errors_name_the_plugin_and_others_still_add_theirs(site):
+    import click
+
+    raising = """
+        from blip2core import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            raise RuntimeError("no display")
+    """
+    adding = """
+        import click
+        from blip2core import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            cli.add_command(click.Command("acme-hello", callback=lambda: None))
+    """
+    raising_module = write_distribution(site, "raising-cli", raising)
+    write_distribution(site, "adding-cli", adding)
+    plugins = Plugins()
+    cli = click.Group("blip2")
+    errors = plugins.call_register_commands(cli)
+    assert errors == [f"raising-cli:{raising_module}: register_commands raised RuntimeError: no display"]
+    assert "acme-hello" in cli.commands
 
 
 def test_duplicate_component_names_both_distributions(site):

