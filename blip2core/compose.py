@@ -9,6 +9,7 @@ import torch
 from blip2core.checkpoints.apply import load_checkpoints
 from blip2core.errors import Blip2Error
 from blip2core.pipeline import DTYPES, Pipeline
+from blip2core.precision import checked_dtype
 from blip2core.protocols import Bridge, LanguageModel, Preprocessor, Quantizer, VisionEncoder
 from blip2core.registry import Registry
 from blip2core.spec import PipelineSpec
@@ -60,18 +61,34 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     parts = {"vision": vision, "bridge": bridge, "llm": llm}
     report = load_checkpoints(parts, spec.weight_paths(), strict=strict) if spec.weights else None
 
-    dtype = DTYPES[spec.dtype]
+    # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
+    dtype_name = checked_dtype(spec.dtype, spec.device)
+    if dtype_name != spec.dtype:
+        base_dir = spec._base_dir
+        spec = spec.model_copy(update={"dtype": dtype_name})
+        spec._base_dir = base_dir
+    device = torch.device(spec.device)
     for frozen in (vision, llm):
         if frozen is not None:
-            frozen.to(dtype=dtype)
-    for target, ref in spec.quantize.items():
-        if parts[target] is None:
-            raise Blip2Error(f"quantize.{target}: this pipeline has no {target} component")
-        quant_c = registry.get("quantizer", ref.name)
-        quantizer = _expect(quant_c.factory(options[f"quantize.{target}"]), Quantizer, "quantizer", quant_c)
-        parts[target] = quantizer.quantize(parts[target])
+            frozen.to(device=device, dtype=DTYPES[dtype_name])
+    parts = _quantize(spec, registry, options, parts, device)
 
     pipeline = Pipeline(spec, parts["vision"], parts["bridge"], parts["llm"], preprocessor)
     pipeline.load_report = report
-    pipeline.to(torch.device(spec.device))
+    pipeline.to(device)
     return pipeline.eval()  # inference by default, as from_pretrained; pipeline.train() for training
+
+
+def _quantize(
+    spec: PipelineSpec, registry: Registry, options: dict[str, Any], parts: dict[str, Any], device: torch.device
+) -> dict[str, Any]:
+    """Apply each ``spec.quantize`` entry to its component. The component is already on its device
+    (quantizers pick their kernels by the device of the weights); the bridge is moved there first."""
+    parts = dict(parts)
+    for target, ref in spec.quantize.items():
+        if parts[target] is None:
+            raise Blip2Error(f"quantize.{target}: this pipeline has no {target} component")
+        quant_c = registry.get("quantizer", ref.name, path=f"quantize.{target}.name")
+        quantizer = _expect(quant_c.factory(options[f"quantize.{target}"]), Quantizer, "quantizer", quant_c)
+        parts[target] = quantizer.quantize(parts[target].to(device))
+    return parts

@@ -64,6 +64,7 @@ def load_pipeline(
     device: str | None = None,
     dtype: str | None = None,
     weights: list[str | Path] | None = None,
+    quantize: dict[str, Any] | None = None,
     strict: bool = True,
     registry: Registry | None = None,
 ) -> Pipeline:
@@ -73,11 +74,15 @@ def load_pipeline(
         source: see ``resolve_spec``.
         device, dtype: override the spec's ``device`` / ``dtype`` (e.g. ``"cuda"``, ``"bfloat16"``).
         weights: extra checkpoints applied after the spec's own (e.g. a LAVIS ``.pth``).
+        quantize: per component, a quantizer name or ``{name, options}`` that replaces the spec's
+            entry for that component, e.g. ``{"llm": "int8-weight-only", "vision": "int8-dynamic"}``.
         strict: missing or unexpected checkpoint keys raise CheckpointError (else: a warning).
         registry: components to use (default: every discovered plugin).
     """
     spec = resolve_spec(source)
     overrides: dict[str, Any] = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+    if quantize:
+        overrides["quantize"] = {**spec.model_dump()["quantize"], **quantize}  # validated below
     if weights:
         overrides["weights"] = [str(p) for p in spec.weight_paths()] + [str(Path(w).resolve()) for w in weights]
     if overrides:

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from blip2core.errors import SpecError, UnknownComponentError
 from blip2core.registry import Registry, format_validation_error
 
-DType = Literal["float32", "bfloat16", "float16"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
 QuantizeTarget = Literal["vision", "bridge", "llm"]
+QUANTIZE_TARGETS: tuple[str, ...] = ("vision", "bridge", "llm")
 
 #: spec field -> registry kind
 SLOT_KINDS: dict[str, str] = {
@@ -51,13 +52,15 @@ class PipelineSpec(BaseModel):
             and retrieval pipelines (vision encoder + Q-Former only).
         preprocessor: how images become pixel_values; default: the built-in ``standard`` one
             following the encoder's PreprocessConfig.
-        quantize: per component (``vision`` / ``bridge`` / ``llm``), a quantizer and its options.
+        quantize: per component (``vision`` / ``bridge`` / ``llm``), a quantizer and its options; a
+            bare string is shorthand for ``{name: ...}`` (``quantize: {llm: int8-weight-only}``).
         weights: checkpoints applied after composition, in order (later ones win): files or folders
             in blip2core, Hugging Face or LAVIS layout. Relative paths are relative to the spec file.
         image_token_id: the LLM token that marks where the image's soft prompt goes in prompts
             tokenised the Hugging Face way (``<image>`` x Q); None: the soft prompt is prepended.
         styles: extra named caption prompts (``caption(style=...)``).
-        device, dtype: where and in which precision the frozen parts run.
+        device, dtype: where and in which precision the frozen parts run; ``dtype: auto`` picks
+            what the device runs natively (``blip2core.precision``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -74,6 +77,11 @@ class PipelineSpec(BaseModel):
     dtype: DType = "float32"
 
     _base_dir: Path | None = PrivateAttr(default=None)
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantize_shorthand(cls, value: Any) -> Any:
+        return normalise_quantize(value)
 
     @field_validator("weights", mode="before")
     @classmethod
@@ -135,6 +143,19 @@ class PipelineSpec(BaseModel):
             path.write_text(json.dumps(data, indent=2) + "\n")
         else:
             path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def normalise_quantize(value: Any) -> Any:
+    """``{llm: "int8-weight-only"}`` -> ``{llm: {name: "int8-weight-only"}}``; an unknown component
+    key is an error listing the known ones (other shapes are left to pydantic to report)."""
+    if not isinstance(value, dict):
+        return value
+    unknown = [str(key) for key in value if key not in QUANTIZE_TARGETS]
+    if unknown:
+        raise ValueError(
+            f"unknown component {', '.join(map(repr, unknown))} to quantize; known: {', '.join(QUANTIZE_TARGETS)}"
+        )
+    return {key: {"name": ref} if isinstance(ref, str) else ref for key, ref in value.items()}
 
 
 def read_structured_file(path: str | Path) -> Any:
