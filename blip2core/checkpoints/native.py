@@ -11,23 +11,33 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import torch
 from safetensors.torch import save_file
 
-if TYPE_CHECKING:
-    from blip2core.pipeline import Pipeline
+from blip2core.spec import PipelineSpec
 
 SPEC_FILE = "pipeline.yaml"
 TRAINABLE_FILE = "trainable.safetensors"
+
+
+class SavablePipeline(Protocol):
+    """What ``save_pipeline`` reads of a ``Pipeline`` (typed here so that this module does not
+    import ``blip2core.pipeline``, which imports it)."""
+
+    spec: PipelineSpec
+
+    def trainable_state_dict(self) -> Mapping[str, torch.Tensor]: ...
 
 
 def is_native_folder(folder: Path) -> bool:
     return (folder / SPEC_FILE).is_file()
 
 
-def save_pipeline(pipeline: "Pipeline", folder: str | Path) -> Path:
+def save_pipeline(pipeline: SavablePipeline, folder: str | Path) -> Path:
     """Write pipeline.yaml and trainable.safetensors into folder (each atomically)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

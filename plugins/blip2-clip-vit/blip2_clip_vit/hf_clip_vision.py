@@ -15,10 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from blip2core.checkpoints.copying import copy_into
-from blip2core.errors import CheckpointError, SpecError
-from blip2core.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
-from blip2core.vision.blocks import resolve_layer
+from blip2core.plugin_api import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    CheckpointError,
+    PreprocessConfig,
+    SpecError,
+    copy_into,
+    resolve_layer,
+)
 from blip2_clip_vit.options import HFClipVisionOptions
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 
 import torch
 
-from blip2core.errors import CheckpointError
+from blip2core.plugin_api import CheckpointError
 
 Mapped = dict[str, tuple[str, torch.Tensor]]
 

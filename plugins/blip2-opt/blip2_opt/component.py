@@ -9,7 +9,7 @@ BLIP-2 conventions it sets up:
 
 from __future__ import annotations
 
-from blip2core.llm import LanguageModelOptions, TransformersLanguageModel, load_language_model
+from blip2core.plugin_api import LanguageModelOptions, TransformersLanguageModel, load_language_model
 
 NEWLINE = "\n"
 

@@ -40,9 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from blip2core.errors import SpecError
-from blip2core.registry import format_validation_error
-from blip2core.spec import PipelineSpec, read_structured_file
+from blip2core.plugin_api import PipelineSpec, SpecError, format_validation_error, read_structured_file
 
 
 class _Strict(BaseModel):

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from blip2core.errors import Blip2Error
+from blip2core.plugin_api import Blip2Error
 
 from blip2_runner.config import DatasetConfig
 

@@ -5,7 +5,7 @@ Factories import torch-heavy modules only when a component is built, so ``blip2 
 
 from __future__ import annotations
 
-from blip2core.hookspecs import hookimpl
+from blip2core.plugin_api import hookimpl
 
 from blip2_runner.options import LOSS_OPTIONS, TASK_OPTIONS
 

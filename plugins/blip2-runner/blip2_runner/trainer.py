@@ -23,10 +23,7 @@ import numpy as np
 import torch
 import yaml
 
-from blip2core.errors import Blip2Error, SpecError
-from blip2core.loading import load_pipeline
-from blip2core.plugins import get_registry
-from blip2core.registry import Registry
+from blip2core.plugin_api import Blip2Error, Registry, SpecError, get_registry, load_pipeline
 
 from blip2_runner import distributed as dist
 from blip2_runner.checkpoint import (

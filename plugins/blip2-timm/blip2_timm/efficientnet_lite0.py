@@ -17,9 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from blip2core.checkpoints.files import read_state_dict
-from blip2core.errors import CheckpointError
-from blip2core.preprocess_config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
+from blip2core.plugin_api import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CheckpointError,
+    PreprocessConfig,
+    read_state_dict,
+)
 from blip2_timm.options import EfficientNetLite0Options
 from blip2_timm.timm_encoder import TimmEncoder
 

@@ -14,10 +14,14 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from blip2core.checkpoints.copying import copy_into, raise_if_missing
-from blip2core.checkpoints.files import read_state_dict
-from blip2core.errors import CheckpointError, SpecError
-from blip2core.preprocess_config import PreprocessConfig
+from blip2core.plugin_api import (
+    CheckpointError,
+    PreprocessConfig,
+    SpecError,
+    copy_into,
+    raise_if_missing,
+    read_state_dict,
+)
 from blip2_timm.options import TimmOptions
 
 logger = logging.getLogger(__name__)
