@@ -18,16 +18,22 @@ def add_commands(cli: click.Group) -> None:
     @cli.command("train")
     @click.argument("run_file", metavar="RUN.yaml", type=click.Path(dir_okay=False))
     @click.option("--no-resume", is_flag=True, help="Start from step 0 even if the output folder has checkpoints.")
-    def train_command(run_file: str, no_resume: bool) -> None:
+    @click.option("--check", is_flag=True, help="Only validate RUN.yaml (spec, tasks, losses, data) and exit.")
+    def train_command(run_file: str, no_resume: bool, check: bool) -> None:
         """Train the bridge as RUN.yaml says (pipeline, data, tasks, optimizer, schedule, ...).
 
         Writes OUTPUT/metrics.jsonl, OUTPUT/plots/*.png and OUTPUT/checkpoints/step-*/ and resumes
         from the newest checkpoint there when restarted.
         """
         from blip2_runner.config import RunConfig
-        from blip2_runner.trainer import train
+        from blip2_runner.trainer import check_run, train
 
         run = RunConfig.from_file(run_file)
+        if check:
+            for line in check_run(run):
+                click.echo(line)
+            click.echo(f"{run_file}: ok")
+            return
         result = train(run, resume=not no_resume)
         if result is not None and _is_main():
             loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"

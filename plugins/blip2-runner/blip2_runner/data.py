@@ -302,6 +302,16 @@ def easy_vqa_caption(qa_pairs: Iterable[tuple[str, str]]) -> str:
     return " ".join(["a", color or "", shape or "shape"]).replace("  ", " ")
 
 
+def easy_vqa_question_type(question: str, answer: str) -> str:
+    """"colour", "shape", "yes-no" or "negated-yes-no" ("is there not ...", "is no ... present?")."""
+    if answer in EASY_VQA_COLORS:
+        return "colour"
+    if answer in EASY_VQA_SHAPES:
+        return "shape"
+    words = re.findall(r"[a-z]+", question.lower())
+    return "negated-yes-no" if "not" in words or "no" in words else "yes-no"
+
+
 def _load_easy_vqa(cfg: DatasetConfig) -> tuple[list[dict], str]:
     try:
         import easy_vqa
@@ -322,7 +332,8 @@ def _load_easy_vqa(cfg: DatasetConfig) -> tuple[list[dict], str]:
         return [{"image": paths[i], "image_id": f"easy-vqa-{cfg.split}-{i}", "caption": captions[i]}
                 for i in sorted(per_image)], source
     return [
-        _vqa_example(paths[i], f"easy-vqa-{cfg.split}-{i}", q, [a], caption=captions[i], question_id=n)
+        _vqa_example(paths[i], f"easy-vqa-{cfg.split}-{i}", q, [a], caption=captions[i], question_id=n,
+                     question_type=easy_vqa_question_type(q, a))
         for n, (q, a, i) in enumerate(zip(questions, answers, image_ids))
     ], source
 

@@ -18,6 +18,7 @@ divide by the token count of the whole global batch.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,8 +69,7 @@ def vision_tokens(pipeline, batch: dict[str, Any]) -> torch.Tensor:
     if "pixel_values" not in batch:
         raise KeyError("batch has neither 'pixel_values' nor 'vision_tokens'")
     with torch.no_grad():
-        pixels = batch["pixel_values"].to(pipeline.device, pipeline.vision_dtype)
-        tokens = pipeline.vision(pixels).float()
+        tokens = pipeline.encode_vision(batch["pixel_values"])
     batch["vision_tokens"] = tokens
     return tokens
 
@@ -259,7 +259,8 @@ def llm_end_token(llm) -> int | None:
 
 
 def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int, max_target: int):
-    """Right-padded [prompt ; target ; end] ids, attention mask and labels (targets only)."""
+    """Left-padded [prompt ; target ; end] ids, attention mask and labels (targets only), and K,
+    the most label tokens of any row: every label sits in the last K positions."""
     tokenizer = llm.tokenizer
     if tokenizer is None:
         raise RuntimeError("the language model has no tokenizer: the LM loss needs one")
@@ -279,14 +280,20 @@ def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
     for i, (row, label_row) in enumerate(zip(rows, label_rows)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-        labels[i, : len(row)] = torch.tensor(label_row)
-    return ids, mask, labels
+        ids[i, length - len(row):] = torch.tensor(row)
+        mask[i, length - len(row):] = 1
+        labels[i, length - len(row):] = torch.tensor(label_row)
+    labelled = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+    keep = length - int(labelled.min()) if len(labelled) else 0
+    return ids, mask, labels, keep
 
 
 class LMLoss:
-    """Cross-entropy of the LLM on the target tokens only, given [soft prompt ; text prompt]."""
+    """Cross-entropy of the LLM on the target tokens only, given [soft prompt ; text prompt].
+
+    The rows are padded on the left (position ids skip padding), so the targets end every row and
+    the LLM projects only the last positions onto its vocabulary. An instruction-aware bridge
+    also reads ``batch["instruction"]`` (the question / prompt)."""
 
     def __init__(self, options: LMOptions | None = None) -> None:
         self.options = options or LMOptions()
@@ -295,21 +302,23 @@ class LMLoss:
         tokens = vision_tokens(pipeline, batch)
         if "target" not in batch:
             raise KeyError("batch has no 'target' (the task must provide the text the LLM should produce)")
-        llm = pipeline.require_llm() if hasattr(pipeline, "require_llm") else pipeline.llm
+        llm = pipeline.require_llm()
         prompts = list(batch.get("prompt") or [""] * len(batch["target"]))
-        ids, mask, labels = build_lm_inputs(llm, prompts, list(batch["target"]),
-                                            self.options.max_prompt_length, self.options.max_target_length)
-        bridged = pipeline.bridge(tokens)
-        prefix = bridged.llm_inputs.to(pipeline.llm_dtype)
-        prefix_mask = bridged.llm_attention_mask
-        if prefix_mask is None:
-            prefix_mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        ids, mask, labels, keep = build_lm_inputs(llm, prompts, list(batch["target"]),
+                                                  self.options.max_prompt_length, self.options.max_target_length)
+        encoding = pipeline.bridge_tokens(tokens, batch.get("instruction"))
+        prefix = encoding.llm_inputs
         ids, mask, labels = ids.to(prefix.device), mask.to(prefix.device), labels.to(prefix.device)
         embeds = torch.cat([prefix, llm.embed_tokens(ids).to(prefix.dtype)], dim=1)
-        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
-        logits = llm(inputs_embeds=embeds, attention_mask=full_mask).logits
-        text_logits = logits[:, prefix.shape[1] - 1 : -1, :].float()  # position t predicts text token t
-        per_token_sum = F.cross_entropy(text_logits.reshape(-1, text_logits.shape[-1]), labels.reshape(-1),
+        full_mask = torch.cat([encoding.llm_attention_mask.to(mask.dtype), mask], dim=1)
+        # position t of the text predicts text token t: the last keep + 1 positions cover every label
+        if "logits_to_keep" in inspect.signature(llm.forward).parameters:
+            logits = llm(inputs_embeds=embeds, attention_mask=full_mask, logits_to_keep=keep + 1).logits
+        else:  # a LanguageModel without the option: every position's logits
+            logits = llm(inputs_embeds=embeds, attention_mask=full_mask).logits
+        text_logits = logits[:, -(keep + 1) : -1, :].float()
+        kept_labels = labels[:, labels.shape[1] - keep :]
+        per_token_sum = F.cross_entropy(text_logits.reshape(-1, text_logits.shape[-1]), kept_labels.reshape(-1),
                                         ignore_index=IGNORE_INDEX, reduction="sum")
         return global_token_mean(per_token_sum, (labels != IGNORE_INDEX).sum())
 

@@ -92,9 +92,14 @@ class VQAOptions(GenerationOptions):
 
     Defaults follow BLIP-2's zero-shot OPT setting: "Question: {} Answer:", 5 beams, at most 10 new
     tokens, length penalty -1.
+
+    Attributes:
+        clean_questions: lower-case and strip punctuation as LAVIS does; ``False`` keeps each
+            question as written, which is what ``Pipeline.answer`` passes at inference.
     """
 
     prompt: str = "Question: {} Answer:"
+    clean_questions: bool = True
     max_new_tokens: int = Field(10, gt=0)
     length_penalty: float = -1.0
 

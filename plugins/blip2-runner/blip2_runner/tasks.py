@@ -85,8 +85,10 @@ def left_padded_prompts(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def generate_texts(pipeline, pixel_values: torch.Tensor, prompts: Sequence[str], **generate_kwargs: Any) -> list[str]:
-    """Generate one text per image, continuing [soft prompt ; text prompt]."""
+def generate_texts(pipeline, pixel_values: torch.Tensor, prompts: Sequence[str], instruction: Sequence[str] | None = None,
+                   **generate_kwargs: Any) -> list[str]:
+    """Generate one text per image, continuing [soft prompt ; text prompt]; ``instruction`` (one
+    per image) reaches an instruction-aware bridge."""
     llm = pipeline.require_llm() if hasattr(pipeline, "require_llm") else pipeline.llm
     tokenizer = llm.tokenizer
     ids, mask = left_padded_prompts(tokenizer, prompts)
@@ -96,7 +98,8 @@ def generate_texts(pipeline, pixel_values: torch.Tensor, prompts: Sequence[str],
     kwargs = {"eos_token_id": stops or None, **generate_kwargs}
     if kwargs.get("num_beams", 1) == 1:
         kwargs.pop("length_penalty", None)
-    new_ids = pipeline.generate(pixel_values, input_ids=ids, attention_mask=mask, **kwargs)
+    new_ids = pipeline.generate(pixel_values, input_ids=ids, attention_mask=mask,
+                                instruction=None if instruction is None else list(instruction), **kwargs)
     return [t.strip() for t in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
 
 
@@ -140,7 +143,7 @@ class CaptioningTask(_TaskBase):
 
     def text_batch(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, list]:
         o = self.options
-        return {"prompt": [o.prompt] * len(examples),
+        return {"prompt": [o.prompt] * len(examples), "instruction": [o.prompt] * len(examples),
                 "target": [clean_caption(e["caption"], o.max_words) for e in examples]}
 
     def evaluate(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -157,7 +160,7 @@ class CaptioningTask(_TaskBase):
             if not images:
                 continue
             texts = generate_texts(pipeline, _pixels(pipeline, images), [o.prompt] * len(images),
-                                   max_new_tokens=o.max_new_tokens, min_new_tokens=o.min_new_tokens,
+                                   instruction=[o.prompt] * len(images), max_new_tokens=o.max_new_tokens, min_new_tokens=o.min_new_tokens,
                                    num_beams=o.num_beams, length_penalty=o.length_penalty)
             for k, text in zip(kept, texts):
                 predictions[chunk[k]] = text
@@ -197,11 +200,16 @@ class VQATask(_TaskBase):
         if "{}" not in self.options.prompt:
             raise ValueError(f"vqa prompt must contain '{{}}' where the question goes, got {self.options.prompt!r}")
 
+    def question(self, question: str) -> str:
+        """The question as the model sees it (cleaned unless ``clean_questions`` is off)."""
+        return clean_question(question, self.options.max_words) if self.options.clean_questions else str(question)
+
     def prompt(self, question: str) -> str:
-        return self.options.prompt.format(clean_question(question, self.options.max_words))
+        return self.options.prompt.replace("{}", self.question(question))
 
     def text_batch(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, list]:
         return {"prompt": [self.prompt(e["question"]) for e in examples],
+                "instruction": [self.question(e["question"]) for e in examples],
                 "target": [str(e["answer"]) for e in examples]}
 
     def predict(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> list[str | None]:
@@ -213,8 +221,9 @@ class VQATask(_TaskBase):
             images, kept = _load_images([examples[i] for i in chunk], self.warn)
             if not images:
                 continue
-            answers = generate_texts(pipeline, _pixels(pipeline, images),
-                                     [self.prompt(examples[chunk[k]]["question"]) for k in kept],
+            questions = [examples[chunk[k]]["question"] for k in kept]
+            answers = generate_texts(pipeline, _pixels(pipeline, images), [self.prompt(q) for q in questions],
+                                     instruction=[self.question(q) for q in questions],
                                      max_new_tokens=o.max_new_tokens, min_new_tokens=o.min_new_tokens,
                                      num_beams=o.num_beams, length_penalty=o.length_penalty)
             for k, answer in zip(kept, answers):
@@ -226,7 +235,13 @@ class VQATask(_TaskBase):
         pairs = [(p, e["answers"]) for p, e in zip(predictions, examples) if p is not None]
         if not pairs:
             return {"vqa_accuracy": 0.0, "exact_match": 0.0, "num_examples": 0.0}
-        scores = M.vqa_scores([p for p, _ in pairs], [a for _, a in pairs])
+        scores = dict(M.vqa_scores([p for p, _ in pairs], [a for _, a in pairs]))
+        kept = [e for p, e in zip(predictions, examples) if p is not None]
+        types = sorted({str(e["question_type"]) for e in kept if "question_type" in e})
+        for kind in types:  # data sets that label their questions (easy-vqa): exact match per type
+            of_kind = [(p, e["answers"]) for p, e in zip(predictions, examples) if p is not None
+                       and e.get("question_type") == kind]
+            scores[f"exact_match/{kind}"] = M.vqa_scores([p for p, _ in of_kind], [a for _, a in of_kind])["exact_match"]
         return {**scores, "num_examples": float(len(pairs))}
 
 
@@ -271,8 +286,7 @@ class RetrievalTask(_TaskBase):
             images, kept = _load_images([image_examples[i] for i in chunk], self.warn)
             if not images:
                 continue
-            pixels = _pixels(pipeline, images).to(pipeline.device, pipeline.vision_dtype)
-            tokens = pipeline.vision(pixels).float()
+            tokens = pipeline.encode_vision(_pixels(pipeline, images))
             vision.append(tokens.cpu())
             embeds.append(bridge.image_embeds_proj(bridge.encode_queries(tokens)).cpu())
             good.extend(chunk[k] for k in kept)

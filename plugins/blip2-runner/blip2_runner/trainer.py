@@ -85,6 +85,68 @@ def seed_everything(value: int) -> None:
     torch.manual_seed(value)
 
 
+def build_tasks(run: RunConfig, registry: Registry, warn: Callable[[str], None]) -> list[TaskRuntime]:
+    """Every task of the run with its losses and data sets, all checked (names, options, data files,
+    the fields each task needs) without building the model."""
+    datasets: dict[str, Dataset] = {}
+
+    def dataset(name: str) -> Dataset:
+        if name not in datasets:
+            datasets[name] = load_dataset(name, run.datasets[name], run.base_dir)
+        return datasets[name]
+
+    runtimes = []
+    for i, cfg in enumerate(run.tasks):
+        where = f"tasks.{i}"
+        component = registry.get("task", cfg.name, path=f"{where}.name")
+        task = component.build(cfg.options, path=f"{where}.options")
+        weights = dict(task.losses)
+        unknown = sorted(set(cfg.loss_weights) - set(weights))
+        if unknown:
+            raise SpecError(f"{where}.loss_weights: task {cfg.name!r} has no loss {', '.join(unknown)} "
+                            f"(its losses: {', '.join(weights)})")
+        weights.update(cfg.loss_weights)
+        losses = {}
+        for loss_name in weights:
+            loss_component = registry.get("loss", loss_name, path=f"{where} (loss of task {cfg.name!r})")
+            losses[loss_name] = loss_component.build({}, path=f"{where}.losses.{loss_name}")
+        train_data = eval_data = None
+        if cfg.train_sets:
+            train_data = concat_datasets("+".join(cfg.train_sets), [dataset(n) for n in cfg.train_sets])
+            check_fields(where + ".train", cfg.name, task, train_data)
+        if cfg.eval is not None:
+            eval_data = dataset(cfg.eval)
+            check_fields(where + ".eval", cfg.name, task, eval_data)
+        order = None
+        if train_data is not None:
+            order = ExampleOrder(len(train_data), run.seed, f"{i}:{cfg.name}")
+        runtimes.append(TaskRuntime(i, cfg.name, task, losses, weights, cfg.weight, train_data, eval_data, order,
+                                    BadImages(warn)))
+    return runtimes
+
+
+def check_fields(where: str, name: str, task: Any, data: Dataset) -> None:
+    missing = [f for f in task.data_fields if f not in data.fields]
+    if missing:
+        raise DataError(f"{where}: task {name!r} needs field(s) {', '.join(missing)}, but data set "
+                        f"{data.name!r} ({data.format}, {data.source}) has {', '.join(data.fields)}")
+
+
+def check_run(run: RunConfig | str | Path | Mapping[str, Any], *, registry: Registry | None = None) -> list[str]:
+    """Validate a RUN.yaml as ``train`` would before building the model: the file, the pipeline
+    spec's components and options, every task, loss and data set. Returns one line per task."""
+    config = load_run_config(run) if not isinstance(run, Mapping) else load_run_config(dict(run))
+    registry = registry if registry is not None else get_registry()
+    config.pipeline_spec().check_components(registry)
+    lines = []
+    for runtime in build_tasks(config, registry, _echo):
+        sizes = [f"train {len(runtime.train_data)}" if runtime.train_data is not None else "",
+                 f"eval {len(runtime.eval_data)}" if runtime.eval_data is not None else ""]
+        lines.append(f"{runtime.name}: losses {', '.join(runtime.loss_weights)}; examples "
+                     + ", ".join(x for x in sizes if x))
+    return lines
+
+
 class Trainer:
     """Builds the pipeline, tasks, losses and data of a RunConfig; ``train()`` / ``evaluate()``."""
 
@@ -107,7 +169,7 @@ class Trainer:
         self.device = device
         self.output_dir = self.run.output_path
         self._check_batch_size()
-        self.tasks = self._build_tasks()  # validates names/options/data before the (slow) pipeline
+        self.tasks = build_tasks(self.run, self.registry, self._warn)  # names/options/data before the (slow) pipeline
         seed_everything(self.run.seed)
         self.pipeline = load_pipeline(spec, device=device, registry=self.registry)
         if self.run.init_weights:
@@ -131,50 +193,6 @@ class Trainer:
         if t.batch_size % self.dist.world_size:
             raise SpecError(f"training.batch_size ({t.batch_size}) must be divisible by the number of processes "
                             f"({self.dist.world_size})")
-
-    def _build_tasks(self) -> list[TaskRuntime]:
-        datasets: dict[str, Dataset] = {}
-
-        def dataset(name: str) -> Dataset:
-            if name not in datasets:
-                datasets[name] = load_dataset(name, self.run.datasets[name], self.run.base_dir)
-            return datasets[name]
-
-        runtimes = []
-        for i, cfg in enumerate(self.run.tasks):
-            where = f"tasks.{i}"
-            component = self.registry.get("task", cfg.name, path=f"{where}.name")
-            task = component.build(cfg.options, path=f"{where}.options")
-            weights = dict(task.losses)
-            unknown = sorted(set(cfg.loss_weights) - set(weights))
-            if unknown:
-                raise SpecError(f"{where}.loss_weights: task {cfg.name!r} has no loss {', '.join(unknown)} "
-                                f"(its losses: {', '.join(weights)})")
-            weights.update(cfg.loss_weights)
-            losses = {}
-            for loss_name in weights:
-                loss_component = self.registry.get("loss", loss_name, path=f"{where} (loss of task {cfg.name!r})")
-                losses[loss_name] = loss_component.build({}, path=f"{where}.losses.{loss_name}")
-            train_data = eval_data = None
-            if cfg.train_sets:
-                train_data = concat_datasets("+".join(cfg.train_sets), [dataset(n) for n in cfg.train_sets])
-                self._check_fields(where + ".train", cfg.name, task, train_data)
-            if cfg.eval is not None:
-                eval_data = dataset(cfg.eval)
-                self._check_fields(where + ".eval", cfg.name, task, eval_data)
-            order = None
-            if train_data is not None:
-                order = ExampleOrder(len(train_data), self.run.seed, f"{i}:{cfg.name}")
-            runtimes.append(TaskRuntime(i, cfg.name, task, losses, weights, cfg.weight, train_data, eval_data, order,
-                                        BadImages(self._warn)))
-        return runtimes
-
-    @staticmethod
-    def _check_fields(where: str, name: str, task: Any, data: Dataset) -> None:
-        missing = [f for f in task.data_fields if f not in data.fields]
-        if missing:
-            raise DataError(f"{where}: task {name!r} needs field(s) {', '.join(missing)}, but data set "
-                            f"{data.name!r} ({data.format}, {data.source}) has {', '.join(data.fields)}")
 
     def _load_init_weights(self, path: Path) -> None:
         weights = load_trainable(path)
@@ -242,7 +260,7 @@ class Trainer:
             if missing:
                 pixels = self._preprocess([images[first_index[k]] for k in missing], False, [0] * len(missing))
                 with torch.no_grad():
-                    tokens = self.pipeline.vision(pixels.to(self.pipeline.device, self.pipeline.vision_dtype)).float()
+                    tokens = self.pipeline.encode_vision(pixels)
                 for j, key in enumerate(missing):
                     self.cache.put(key, tokens[j])
                     features[key] = tokens[j].to(self.cache.dtype).float().cpu()

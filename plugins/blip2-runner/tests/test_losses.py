@@ -46,7 +46,8 @@ def make_batch(pipeline, examples, **extra):
 def test_lm_loss_equals_the_pipelines_own_labelled_forward(pipeline, examples):
     batch = make_batch(pipeline, examples)
     loss = LMLoss()(pipeline, batch)
-    ids, mask, labels = build_lm_inputs(pipeline.llm, batch["prompt"], batch["target"], 64, 32)
+    ids, mask, labels, keep = build_lm_inputs(pipeline.llm, batch["prompt"], batch["target"], 64, 32)
+    assert (labels[:, : labels.shape[1] - keep] == -100).all() and (labels[:, labels.shape[1] - keep :] != -100).any(dim=1).all()
     # labels cover only the answer and its end token ("\n" for OPT)
     newline = pipeline.llm.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
     for row_ids, row_labels in zip(ids, labels):
