@@ -25,7 +25,9 @@ $(VENV)/.editable: $(VENV)/.locked pyproject.toml $(PLUGIN_PROJECTS)
 demo: install
 	$(PY) examples/demo.py
 
+# lint-imports: the import contracts of pyproject.toml [tool.importlinter] (plugins use the SDK, ...)
 test: install
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean:
