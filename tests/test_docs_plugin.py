@@ -1,4 +1,5 @@
-"""docs/writing-a-plugin.md installs and works exactly as written."""
+"""docs/writing-a-plugin.md installs and works exactly as written: its two packages (a vision
+encoder, and a Qwen2 language model that makes HF BLIP-2 folders load) and their tests."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import yaml
 
 from blip2core import PipelineSpec, load_pipeline
-from blip2core.plugins import Plugins
+from blip2core.plugins import Plugins, reset_plugins
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "writing-a-plugin.md"
 
@@ -21,24 +22,48 @@ def code_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
-@pytest.fixture
-def installed_doc_plugin(tmp_path, monkeypatch):
-    """Lay the documented package out as pip would install it."""
-    pyproject = tomllib.loads(code_blocks("toml")[0])
-    site = tmp_path / "site"
-    package = site / "acme_vit"
+def block_with(language: str, text: str) -> str:
+    (block,) = [b for b in code_blocks(language) if text in b]
+    return block
+
+
+def install(site: Path, pyproject_text: str, plugin_source: str) -> None:
+    """Lay a documented package out as pip would install it: <package>/plugin.py and its dist-info."""
+    project = tomllib.loads(pyproject_text)["project"]
+    entry_points = project["entry-points"]["blip2core"]
+    package = site / next(iter(entry_points.values())).split(".")[0]
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "plugin.py").write_text(code_blocks("python")[0])
-    info = site / "acme_vit-0.1.0.dist-info"
+    (package / "plugin.py").write_text(plugin_source)
+    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
     info.mkdir()
-    project = pyproject["project"]
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
-    entry_points = "".join(f"{k} = {v}\n" for k, v in project["entry-points"]["blip2core"].items())
-    (info / "entry_points.txt").write_text("[blip2core]\n" + entry_points)
+    (info / "entry_points.txt").write_text("[blip2core]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+
+
+def run_documented_tests(path_comment: str, tmp_path: Path) -> int:
+    """Execute the python block that starts with ``# tests/...`` and call its test functions."""
+    namespace: dict = {}
+    exec(compile(block_with("python", path_comment), path_comment, "exec"), namespace)
+    tests = [f for name, f in namespace.items() if name.startswith("test_")]
+    for test in tests:
+        test(tmp_path) if test.__code__.co_argcount else test()
+    return len(tests)
+
+
+@pytest.fixture
+def installed_doc_plugin(tmp_path, monkeypatch):
+    """The documented packages, installed; the process-wide plugins rediscovered with them, and after."""
+    site = tmp_path / "site"
+    install(site, code_blocks("toml")[0], code_blocks("python")[0])
+    install(site, block_with("toml", 'name = "acme-qwen2"'), block_with("python", "def register_hf_configs"))
     monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv("BLIP2_PLUGINS", raising=False)
+    monkeypatch.delenv("BLIP2_DISABLE_PLUGINS", raising=False)
+    reset_plugins()
     yield
-    for name in [n for n in list(importlib.sys.modules) if n.startswith("acme_vit")]:
+    reset_plugins()
+    for name in [n for n in list(importlib.sys.modules) if n.startswith(("acme_vit", "acme_qwen2"))]:
         del importlib.sys.modules[name]
 
 
@@ -52,3 +77,19 @@ def test_documented_plugin_composes_with_the_documented_spec(installed_doc_plugi
     assert encoding.vision_tokens.shape == (2, 17, 96)
     assert encoding.llm_inputs.shape == (2, 8, 32)
     assert pipe.vision.preprocess_config.interpolation == "bilinear"
+
+
+def test_documented_plugins_use_only_blip2core_and_its_sdk():
+    for source in (code_blocks("python")[0], block_with("python", "def register_hf_configs")):
+        imported = set(re.findall(r"^\s*(?:from|import) (blip2core[\w.]*)", source, flags=re.M))
+        assert imported <= {"blip2core", "blip2core.plugin_api"}, imported
+
+
+def test_documented_vision_encoder_test_passes(installed_doc_plugin, tmp_path):
+    assert run_documented_tests("# tests/test_acme_vit.py", tmp_path) == 1
+
+
+def test_documented_llm_plugin_loads_hf_blip2_folders_with_its_text_model(installed_doc_plugin, tmp_path):
+    info = next(i for i in Plugins().infos if i.distribution == "acme-qwen2")
+    assert info.status == "ok" and [(c.part, c.model_type) for c in info.hf_configs] == [("text", "qwen2")]
+    assert run_documented_tests("# tests/test_acme_qwen2.py", tmp_path) == 1
