@@ -1,7 +1,8 @@
 """``blip2 caption | ask | features | match | classify``: the inference API on the command line.
 
 Every command loads its model from ``--spec FILE`` or ``--model NAME_OR_PATH`` (HF folder, hub
-id, folder written by ``Pipeline.save``), takes ``--device`` / ``--dtype``, and prints JSON to
+id, folder written by ``Pipeline.save``), takes ``--device`` / ``--dtype`` / ``--quantize
+COMPONENT=METHOD`` (repeatable), and prints JSON to
 stdout with ``--json``. Images that cannot be read are reported by path (stderr, and under
 ``"failures"`` in JSON) while the others are processed. Exit code: 0 when everything worked,
 1 when anything failed, 2 for a usage error.
@@ -18,17 +19,46 @@ from typing import Any
 
 import click
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def parse_quantize(values: tuple[str, ...]) -> dict[str, str]:
+    """``("llm=int8-weight-only", "vision=int8-dynamic")`` -> ``{"llm": ..., "vision": ...}``.
+
+    Component and method names are checked when the pipeline is built (one error listing what
+    exists); here only the ``COMPONENT=METHOD`` shape is.
+    """
+    out: dict[str, str] = {}
+    for value in values:
+        target, sep, method = value.partition("=")
+        if not sep or not target.strip() or not method.strip():
+            raise click.BadParameter(
+                f"{value!r}: expected COMPONENT=METHOD, e.g. llm=int8-weight-only (components: vision, bridge, llm)",
+                param_hint="--quantize",
+            )
+        out[target.strip()] = method.strip()
+    return out
+
+
+def quantize_option(command: Callable) -> Callable:
+    return click.option(
+        "--quantize", "quantize", multiple=True, metavar="COMPONENT=METHOD",
+        help="Quantize a component, e.g. --quantize llm=int8-weight-only --quantize vision=int8-dynamic "
+             "(methods: blip2 plugins, kind quantizer). Repeatable.",
+    )(command)
 
 
 def model_options(command: Callable) -> Callable:
-    """--spec / --model / --device / --dtype / --json, shared by every inference command."""
+    """--spec / --model / --device / --dtype / --quantize / --json, shared by every inference command."""
     options = [
         click.option("--spec", "spec", type=click.Path(dir_okay=False), help="Pipeline spec file (YAML/JSON/TOML)."),
         click.option("--model", "model", metavar="NAME_OR_PATH",
                      help="HF hub id, HF BLIP-2 folder or saved pipeline folder."),
         click.option("--device", default=None, help="Where to run, e.g. cpu, cuda, cuda:1 (default: the spec's)."),
-        click.option("--dtype", type=click.Choice(DTYPES), default=None, help="Precision of the frozen parts."),
+        click.option("--dtype", type=click.Choice(DTYPES), default=None,
+                     help="Precision of the frozen parts (default: the spec's, else auto = what the device "
+                          "runs natively; blip2 env shows it)."),
+        quantize_option,
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout."),
     ]
     for option in reversed(options):
@@ -36,13 +66,21 @@ def model_options(command: Callable) -> Callable:
     return command
 
 
-def load_model(spec: str | None, model: str | None, device: str | None, dtype: str | None) -> Any:
+def load_model(
+    spec: str | None, model: str | None, device: str | None, dtype: str | None, quantize: tuple[str, ...] = ()
+) -> Any:
+    """The pipeline of --spec / --model. Without --dtype, a spec that does not set ``dtype`` runs in
+    ``auto``; ``--quantize`` entries replace the spec's for those components."""
     from blip2core.inference.ranks import local_device
-    from blip2core.loading import load_pipeline
+    from blip2core.loading import load_pipeline, resolve_spec
 
     if (spec is None) == (model is None):
         raise click.UsageError("give exactly one of --spec FILE or --model NAME_OR_PATH")
-    return load_pipeline(spec if spec is not None else model, device=local_device(device), dtype=dtype)
+    quantize_map = parse_quantize(quantize)
+    resolved = resolve_spec(spec if spec is not None else model)
+    if dtype is None and "dtype" not in resolved.model_fields_set:
+        dtype = "auto"
+    return load_pipeline(resolved, device=local_device(device), dtype=dtype, quantize=quantize_map or None)
 
 
 def expand_images(inputs: tuple[str, ...]) -> list[str]:
@@ -118,7 +156,7 @@ def batch_size_option(default: int) -> Callable:
 @batch_size_option(8)
 @model_options
 def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_tokens, sample, seed, batch_size,
-                    spec, model, device, dtype, as_json) -> None:
+                    spec, model, device, dtype, quantize, as_json) -> None:
     """Caption IMAGES (files or folders)."""
     from blip2core.inference.captioning import caption_pixels
     from blip2core.inference.generation import GenerationSettings
@@ -127,7 +165,7 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
     settings = usage_errors(lambda: GenerationSettings(
         num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=sample, seed=seed
     ))
-    pipe = load_model(spec, model, device, dtype)
+    pipe = load_model(spec, model, device, dtype, quantize)
     text = usage_errors(lambda: caption_prompt(style, prompt, pipe.spec.styles))
     results, failures = [], []
     for batch in readable_batches(pipe, images, batch_size, failures):
@@ -146,7 +184,8 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
 @click.option("--num-beams", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=10, show_default=True)
 @model_options
-def ask_command(image, questions, template, num_beams, max_new_tokens, spec, model, device, dtype, as_json) -> None:
+def ask_command(image, questions, template, num_beams, max_new_tokens, spec, model, device, dtype, quantize,
+                as_json) -> None:
     """Answer QUESTIONS about IMAGE (the image is encoded once; its LLM prefix is cached)."""
     from blip2core.inference.generation import VQA_DEFAULTS
     from blip2core.inference.prompts import format_questions
@@ -154,7 +193,7 @@ def ask_command(image, questions, template, num_beams, max_new_tokens, spec, mod
 
     settings = usage_errors(lambda: VQA_DEFAULTS.with_(num_beams=num_beams, max_new_tokens=max_new_tokens))
     prompts = usage_errors(lambda: format_questions(template, list(questions)))
-    pipe = load_model(spec, model, device, dtype)
+    pipe = load_model(spec, model, device, dtype, quantize)
     failures: list[dict[str, str]] = []
     batch = load_reporting(pipe, [image], failures)
     results = []
@@ -175,7 +214,7 @@ def ask_command(image, questions, template, num_beams, max_new_tokens, spec, mod
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @batch_size_option(16)
 @model_options
-def features_command(inputs, out, progress, batch_size, spec, model, device, dtype, as_json) -> None:
+def features_command(inputs, out, progress, batch_size, spec, model, device, dtype, quantize, as_json) -> None:
     """Q-Former image features of every image in DIR_OR_FILES, written to --out.
 
     Resumable: images already in the output (or in the parts a stopped run left in
@@ -196,7 +235,7 @@ def features_command(inputs, out, progress, batch_size, spec, model, device, dty
         todo = [name for name in mine if name not in store.done]
         failures: list[dict[str, str]] = []
         written = 0
-        pipe = load_model(spec, model, device, dtype) if todo else None
+        pipe = load_model(spec, model, device, dtype, quantize) if todo else None
         with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", desc=f"features[{rank}]",
                   disable=not progress) as bar:
             for chunk in batches(todo, batch_size):
@@ -231,11 +270,11 @@ def _check_format(out: str) -> None:
 @click.option("--method", type=click.Choice(["itm", "itc"]), default="itm", show_default=True,
               help="itm: match probability; itc: cosine similarity.")
 @model_options
-def match_command(image, texts, method, spec, model, device, dtype, as_json) -> None:
+def match_command(image, texts, method, spec, model, device, dtype, quantize, as_json) -> None:
     """Score how well each of TEXTS describes IMAGE."""
     from blip2core.inference.matching import match_pixels
 
-    pipe = load_model(spec, model, device, dtype)
+    pipe = load_model(spec, model, device, dtype, quantize)
     failures: list[dict[str, str]] = []
     batch = load_reporting(pipe, [image], failures)
     results = []
@@ -256,14 +295,15 @@ def match_command(image, texts, method, spec, model, device, dtype, as_json) -> 
 @click.option("--method", type=click.Choice(["itc", "itm"]), default="itc", show_default=True)
 @batch_size_option(16)
 @model_options
-def classify_command(images, labels, template, method, batch_size, spec, model, device, dtype, as_json) -> None:
+def classify_command(images, labels, template, method, batch_size, spec, model, device, dtype, quantize,
+                     as_json) -> None:
     """Zero-shot classification of IMAGES (files or folders) into --labels."""
     from blip2core.inference.retrieval import classify_pixels
 
     label_list = [label.strip() for label in labels.split(",") if label.strip()]
     if not label_list:
         raise click.UsageError("--labels needs at least one label")
-    pipe = load_model(spec, model, device, dtype)
+    pipe = load_model(spec, model, device, dtype, quantize)
     results, failures = [], []
     for batch in readable_batches(pipe, images, batch_size, failures):
         pixel_values = batch.pixel_values

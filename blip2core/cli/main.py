@@ -10,6 +10,7 @@ import click
 from blip2core.cli.inference_commands import add_inference_commands
 from blip2core.errors import Blip2Error
 from blip2core.plugins import get_plugins
+from blip2core.precision import BF16_CPU_FLAGS, FP16_CPU_FLAGS, cpu_flags, resolve_dtype
 from blip2core.spec import PipelineSpec, spec_json_schema
 
 
@@ -35,11 +36,41 @@ def plugins_command(as_json: bool) -> None:
             head = (info.distribution, info.version, info.status) if i == 0 else ("", "", "")
             rows.append((*head, component.kind, component.name, component.description))
     _print_table(rows)
+    click.echo(f"\ndtype auto: {resolve_dtype('auto', 'cpu').describe()}   (blip2 env: details)")
     failed = [info for info in infos if info.error]
     if failed:
         click.echo("\nErrors:")
         for info in failed:
             click.echo(f"  {info.distribution} ({info.module}): {info.error}")
+
+
+@cli.command("env")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def env_command(as_json: bool) -> None:
+    """Versions, devices, the CPU features that matter for precision, and what dtype auto picks."""
+    import platform
+
+    import torch
+
+    flags = cpu_flags()
+    interesting = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", *BF16_CPU_FLAGS, *FP16_CPU_FLAGS, "amx_int8")
+    devices = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_flags": [flag for flag in interesting if flag in flags],
+        "dtype_auto": {device: resolve_dtype("auto", device).describe() for device in devices},
+        "quantizers": get_plugins().registry.names("quantizer"),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"python {info['python']}, torch {info['torch']}, {info['threads']} threads")
+    click.echo(f"cpu flags: {' '.join(info['cpu_flags']) or '(none of ' + ', '.join(interesting) + ')'}")
+    for device, line in info["dtype_auto"].items():
+        click.echo(f"dtype auto on {device}: {line}")
+    click.echo(f"quantizers: {', '.join(info['quantizers']) or '(none: install blip2-quant)'}")
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from blip2core.errors import CheckpointError
 from blip2core.llm.options import LanguageModelOptions
+from blip2core.llm.prequantized import check_environment
 from blip2core.llm.sources import resolve_folder, resolve_gguf
 from blip2core.llm.wrapper import TransformersLanguageModel
 
@@ -135,6 +136,7 @@ def _load_pretrained(options: LanguageModelOptions, config_class: type, model_cl
     except _LOAD_ERRORS as exc:
         raise CheckpointError(f"{options.path}: no readable config.json ({exc})") from None
     _check_model_type(config, config_class, options.path)
+    check_environment(config, options.path)  # GPTQ / AWQ / bitsandbytes checkpoints: is their library here?
     try:
         model = model_class.from_pretrained(source, config=config, revision=options.revision, dtype=dtype)
     except _LOAD_ERRORS as exc:
