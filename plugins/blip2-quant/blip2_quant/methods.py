@@ -1,0 +1,128 @@
+"""The quantizers: each turns one frozen (or bridge) component into its quantized form.
+
+| method | weights | activations | library |
+|---|---|---|---|
+| ``none`` | unchanged | unchanged | - |
+| ``bf16`` / ``fp16`` | 16-bit float | 16-bit float | torch casts |
+| ``int8-dynamic`` | int8 per channel | int8 per call | torch.ao (CPU), torchao (CUDA) |
+| ``int8-weight-only`` | int8 per channel | component dtype | torchao; bridge and embeddings: plain torch |
+| ``int4-weight-only`` | 4-bit, per group of 64 | component dtype | plain torch (torchao has no CPU int4 kernel here) |
+
+Every quantizer rewrites ``nn.Linear`` layers in place (and, with ``include_embeddings``,
+``nn.Embedding`` tables and the LLM output head), one layer at a time, so the float weights of a
+layer are freed as soon as its quantized copy exists.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from blip2core.precision import checked_dtype
+from blip2core.protocols import LanguageModel, VisionEncoder
+from blip2_quant.casts import cast_component
+from blip2_quant.int8 import dynamic_int8_linear, weight_only_int8_linear
+from blip2_quant.options import (
+    Int4WeightOnlyOptions,
+    Int8DynamicOptions,
+    Int8WeightOnlyOptions,
+    SelectOptions,
+)
+from blip2_quant.packed import PackedRows, QuantEmbedding, QuantLinear, pack
+from blip2_quant.targets import embedding_targets, linear_targets, set_submodule
+
+
+def _device_of(module: nn.Module) -> str:
+    tensor = next(module.parameters(), None)
+    return str(tensor.device) if tensor is not None else "cpu"
+
+
+class NoQuantizer:
+    """``none``: the component unchanged (to override a spec's entry from the CLI)."""
+
+    def quantize(self, module: nn.Module) -> nn.Module:
+        return module
+
+
+class CastQuantizer:
+    """``bf16`` / ``fp16``: half-precision weights (see ``blip2_quant.casts``); warns on a device
+    without native support for it."""
+
+    def __init__(self, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+
+    def quantize(self, module: nn.Module) -> nn.Module:
+        name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
+        checked_dtype(name, _device_of(module), what="quantize")
+        return cast_component(module, self.dtype)
+
+
+class Int8DynamicQuantizer:
+    """``int8-dynamic``: every selected Linear -> int8 weights + dynamically quantized activations."""
+
+    def __init__(self, options: Int8DynamicOptions) -> None:
+        self.options = options
+
+    def quantize(self, module: nn.Module) -> nn.Module:
+        for name, linear in linear_targets(module, self.options):
+            replacement = dynamic_int8_linear(linear, self.options.backend)
+            if replacement is not linear:
+                set_submodule(module, name, replacement)
+        return module
+
+
+class WeightOnlyQuantizer:
+    """``int8-weight-only`` / ``int4-weight-only``: packed weights, activations unchanged.
+
+    Embedding tables (with ``include_embeddings``) are packed row-wise; an output head sharing an
+    embedding's weight shares its packed rows too (stored once).
+    """
+
+    def __init__(self, bits: int, options: SelectOptions) -> None:
+        self.bits = bits
+        self.options = options
+        self.group_size = getattr(options, "group_size", 64)
+
+    def quantize(self, module: nn.Module) -> nn.Module:
+        # a bridge is written by pipe.save (dequantised) and quantized again at load: it gets the
+        # plain-torch int8 packing, whose re-quantization is exact (torchao's rescales by 127/127.5)
+        frozen = isinstance(module, (VisionEncoder, LanguageModel))
+        shared: dict[int, PackedRows] = {}  # id(original embedding weight) -> its packed rows
+        for name, embedding in embedding_targets(module, self.options):
+            packed = pack(embedding.weight, self.bits, self.group_size)
+            shared[id(embedding.weight)] = packed
+            set_submodule(module, name, QuantEmbedding(packed, embedding.padding_idx, embedding.weight.dtype))
+        for name, linear in linear_targets(module, self.options):
+            tied = shared.get(id(linear.weight))
+            if tied is not None:
+                set_submodule(module, name, QuantLinear(tied, linear.bias, linear.weight.dtype))
+            elif self.bits == 8 and frozen:
+                weight_only_int8_linear(linear)
+            else:
+                packed = pack(linear.weight, self.bits, self.group_size)
+                set_submodule(module, name, QuantLinear(packed, linear.bias, linear.weight.dtype))
+        return module
+
+
+def build_none(options: None) -> NoQuantizer:
+    return NoQuantizer()
+
+
+def build_bf16(options: None) -> CastQuantizer:
+    return CastQuantizer(torch.bfloat16)
+
+
+def build_fp16(options: None) -> CastQuantizer:
+    return CastQuantizer(torch.float16)
+
+
+def build_int8_dynamic(options: Int8DynamicOptions) -> Int8DynamicQuantizer:
+    return Int8DynamicQuantizer(options)
+
+
+def build_int8_weight_only(options: Int8WeightOnlyOptions) -> WeightOnlyQuantizer:
+    return WeightOnlyQuantizer(8, options)
+
+
+def build_int4_weight_only(options: Int4WeightOnlyOptions) -> WeightOnlyQuantizer:
+    return WeightOnlyQuantizer(4, options)

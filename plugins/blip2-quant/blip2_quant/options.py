@@ -1,0 +1,58 @@
+"""Options of the quantizers (``quantize: {llm: {name: int4-weight-only, options: {...}}}``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SelectOptions(BaseModel):
+    """Which modules a quantizer rewrites.
+
+    Attributes:
+        skip: module names (``fnmatch`` globs on the dotted names inside the component, e.g.
+            ``model.model.layers.0.*``) left in their original precision.
+        include_embeddings: also quantize ``nn.Embedding`` tables and the LLM's output head
+            (``lm_head``; tied to the input embedding in OPT / SmolLM2, then stored once).
+            Off by default: they are the most sensitive weights.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    skip: list[str] = Field(default_factory=list)
+    include_embeddings: bool = False
+
+
+class CastOptions(BaseModel):
+    """``bf16`` / ``fp16``: no options (the whole component is cast)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Int8DynamicOptions(SelectOptions):
+    """``int8-dynamic``: int8 weights (per output channel) and int8 activations (per call).
+
+    Attributes:
+        backend: ``auto`` = torch.ao's fbgemm/x86 kernels on CPU (torchao's CPU path measured 17x
+            slower than fp32 on an AVX2 CPU), torchao on CUDA; or force one.
+    """
+
+    backend: Literal["auto", "torchao", "torch-ao"] = "auto"
+
+
+class Int8WeightOnlyOptions(SelectOptions):
+    """``int8-weight-only``: int8 weights with one scale per output channel (torchao for an encoder
+    or LLM; for a bridge, which pipe.save writes, the plain-torch packing whose re-quantization is
+    exact); activations stay in the component's dtype. Embeddings, when included: one scale per row."""
+
+
+class Int4WeightOnlyOptions(SelectOptions):
+    """``int4-weight-only``: two 4-bit weights per byte, asymmetric, one scale and one offset per
+    ``group_size`` consecutive input weights; dequantised on the fly in forward.
+
+    Attributes:
+        group_size: inputs sharing a scale (smaller: more accurate, more bytes).
+    """
+
+    group_size: int = Field(64, ge=8, multiple_of=2)
