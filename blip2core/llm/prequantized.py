@@ -62,7 +62,7 @@ def check_environment(config: Any, source: str) -> None:
         quantizer = AutoHfQuantizer.from_config(config.quantization_config, pre_quantized=True)
         quantizer.validate_environment(device_map=None, weights_only=True, dtype=torch.float32)
         problem = None
-    except (ImportError, RuntimeError, ValueError, KeyError) as exc:
+    except (ImportError, RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         problem = str(exc).strip() or type(exc).__name__
     if problem is None and not missing:
         return
