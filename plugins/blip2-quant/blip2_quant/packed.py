@@ -107,7 +107,9 @@ class QuantLinear(nn.Module):
     def __init__(self, weights: PackedRows, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__()
         self.weights = weights
-        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False) if bias is not None else None
+        # a buffer, not a frozen Parameter: Pipeline.trainable_state_dict drops frozen parameters,
+        # and a quantized bridge must still save its bias (written by _save_to_state_dict)
+        self.register_buffer("bias", bias.detach().clone() if bias is not None else None, persistent=False)
         self.in_features = weights.shape[1]
         self.out_features = weights.shape[0]
         self.original_dtype = dtype
@@ -124,7 +126,7 @@ class QuantLinear(nn.Module):
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # noqa: D401 - torch hook
         destination[prefix + "weight"] = self.weight
         if self.bias is not None:
-            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+            destination[prefix + "bias"] = self.bias.detach()
 
     def extra_repr(self) -> str:
         bits = 8 if isinstance(self.weights, Int8Rows) else 4

@@ -191,18 +191,22 @@ def latencies(pipe: Any, pixels: torch.Tensor, new_tokens: int, runs: int) -> tu
 
 
 def quantize_report(
-    spec: Any, *, source: str = "", batch_size: int = 4, new_tokens: int = 20, runs: int = 3, registry: Any = None
+    spec: Any, *, source: str = "", batch_size: int = 4, new_tokens: int = 20, runs: int = 3, registry: Any = None,
+    seed: int = 0,
 ) -> Report:
-    """Load ``spec`` (a PipelineSpec with resolved dtype and its quantize entries) quantized and
-    unquantized, and measure both (see module doc)."""
+    """Load ``spec`` (a PipelineSpec with its quantize entries) quantized and unquantized, and
+    measure both (see module doc). torch is seeded with ``seed`` before each load, so components
+    built with random weights get the same ones in both pipelines."""
     from blip2core.loading import load_pipeline
     from blip2core.precision import cpu_flags
 
     kwargs = {"registry": registry} if registry is not None else {}
+    torch.manual_seed(seed)  # components without pretrained weights: the same random weights in both
     with PeakRSS() as quantized_rss:
         quantized = load_pipeline(spec, **kwargs)
     reference_spec = spec.model_copy(update={"quantize": {}})
     reference_spec._base_dir = spec._base_dir
+    torch.manual_seed(seed)
     with PeakRSS() as reference_rss:
         reference = load_pipeline(reference_spec, **kwargs)
     components = []
