@@ -21,11 +21,12 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 Source = PipelineSpec | dict[str, Any] | str | Path
 
 
-def resolve_spec(source: Source) -> PipelineSpec:
+def resolve_spec(source: Source, registry: Registry | None = None) -> PipelineSpec:
     """Turn any accepted source into a PipelineSpec (weights are referenced, not read).
 
     Accepted: a PipelineSpec; a dict in its shape; a YAML/JSON/TOML spec file; a folder written
-    by ``Pipeline.save``; a Hugging Face BLIP-2 folder; a Hugging Face hub id.
+    by ``Pipeline.save``; a Hugging Face BLIP-2 folder; the name of a model a plugin registered
+    (``register_models``, e.g. ``"mini"``; an existing path of that name wins); a Hugging Face hub id.
     """
     if isinstance(source, PipelineSpec):
         return source
@@ -34,6 +35,10 @@ def resolve_spec(source: Source) -> PipelineSpec:
     path = Path(source)
     if path.is_dir():
         return _spec_from_folder(path)
+    if not path.exists() and "/" not in str(source) and "\\" not in str(source):
+        models = registry if registry is not None else get_registry()
+        if str(source) in models.names("model"):
+            return registered_model_spec(models, str(source))
     if path.suffix.lower() in SPEC_SUFFIXES:
         return PipelineSpec.from_file(path)
     if path.suffix.lower() in WEIGHT_SUFFIXES:
@@ -43,7 +48,18 @@ def resolve_spec(source: Source) -> PipelineSpec:
         )
     if looks_like_hub_id(str(source)):
         return _spec_from_folder(resolve_hub_id(str(source)))
-    raise SpecError(f"{source}: no such spec file, checkpoint folder or hub id")
+    models = (registry if registry is not None else get_registry()).names("model")
+    raise SpecError(
+        f"{source}: no such spec file, checkpoint folder, registered model or hub id"
+        f" (registered models: {', '.join(models) or 'none'})"
+    )
+
+
+def registered_model_spec(registry: Registry, name: str) -> PipelineSpec:
+    """The spec a ``register_models`` factory returns for ``name``."""
+    component = registry.get("model", name)
+    made = component.factory(None)
+    return made if isinstance(made, PipelineSpec) else PipelineSpec.from_dict(made, source=f"model {name!r}")
 
 
 def _spec_from_folder(folder: Path) -> PipelineSpec:
@@ -79,7 +95,8 @@ def load_pipeline(
         strict: missing or unexpected checkpoint keys raise CheckpointError (else: a warning).
         registry: components to use (default: every discovered plugin).
     """
-    spec = resolve_spec(source)
+    registry = registry if registry is not None else get_registry()
+    spec = resolve_spec(source, registry)
     overrides: dict[str, Any] = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     if quantize:
         overrides["quantize"] = {**spec.model_dump()["quantize"], **quantize}  # validated below
@@ -89,4 +106,4 @@ def load_pipeline(
         base_dir = spec._base_dir
         spec = PipelineSpec.from_dict({**spec.model_dump(), **overrides})
         spec._base_dir = base_dir
-    return build_pipeline(spec, registry if registry is not None else get_registry(), strict=strict)
+    return build_pipeline(spec, registry, strict=strict)

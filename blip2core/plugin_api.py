@@ -20,6 +20,9 @@ Vision encoders:
     resolve_layer(layer, depth, what)     a block index from a possibly negative one
     open_clip_model_config, open_clip_preprocess_config, image_side   open_clip configs (need open_clip)
 
+Bridges:
+    QFormerOptions, build_qformer         the built-in Q-Former, to register it under other defaults
+                                          (``build_qformer(options, vision_width=C, llm_hidden_size=D)``)
 Language models (transformers ``*ForCausalLM`` behind the LanguageModel protocol):
     LanguageModelOptions, TorchDType, TransformersLanguageModel, load_language_model,
     map_foreign_keys, causal_lm_loss, positions_from_mask
@@ -34,6 +37,8 @@ Tools built on pipelines (training, evaluation, CLI commands):
 
 from __future__ import annotations
 
+from blip2core.bridges.qformer.config import QFormerOptions
+from blip2core.bridges.qformer.factory import build_qformer
 from blip2core.checkpoints.copying import copy_into, raise_if_missing
 from blip2core.checkpoints.files import read_state_dict, stored_keys, unwrap_state_dict
 from blip2core.checkpoints.hf_blip2 import text_config_reader
@@ -90,6 +95,8 @@ from blip2core.vision.open_clip_config import image_side, open_clip_model_config
 from blip2core.vision.pos_embed import resample_pos_embed
 
 __all__ = [
+    "QFormerOptions",
+    "build_qformer",
     "Blip2Error",
     "Bridge",
     "BridgeOutput",

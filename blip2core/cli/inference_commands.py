@@ -198,7 +198,7 @@ def ask_command(image, questions, template, num_beams, max_new_tokens, spec, mod
     batch = load_reporting(pipe, [image], failures)
     results = []
     if batch.indices:
-        answers = answer_pixels(pipe, batch.pixel_values, prompts, settings)
+        answers = answer_pixels(pipe, batch.pixel_values, prompts, settings, instructions=list(questions))
         results = [{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)]
         if not as_json:
             for item in results:

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from blip2core.cli.explain_command import explain_command
 from blip2core.cli.inference_commands import add_inference_commands
 from blip2core.errors import Blip2Error
 from blip2core.plugins import get_plugins
@@ -102,6 +103,7 @@ def spec_schema() -> None:
 
 
 add_inference_commands(cli)  # caption, ask, features, match, classify
+cli.add_command(explain_command)
 
 
 def _add_plugin_commands() -> None:
