@@ -273,4 +273,5 @@ def load_trainable_into(pipeline: torch.nn.Module, weights: Mapping[str, torch.T
         if tuple(own[key].shape) != tuple(value.shape):
             raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the pipeline's is {tuple(own[key].shape)}")
     bridge_state = {k[len("bridge."):]: v for k, v in weights.items()}
-    pipeline.bridge.load_state_dict(bridge_state, strict=True)
+    # every trainable key was checked above; frozen bridge parameters are not stored and keep their values
+    pipeline.bridge.load_state_dict(bridge_state, strict=False)

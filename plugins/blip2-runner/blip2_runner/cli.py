@@ -45,15 +45,19 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--checkpoint", "checkpoint", type=click.Path(), default=None,
                   help="A step-* checkpoint folder, a run's output folder (its newest checkpoint) or a "
                        ".safetensors file of bridge weights; default: the pipeline as composed.")
-    @click.option("--limit", type=int, default=None, help="Evaluate only the first N examples of each eval set.")
+    @click.option("--limit", type=int, default=None,
+                  help="Evaluate only the first N examples of each eval set (default: training.eval_examples).")
+    @click.option("--full", is_flag=True, help="Evaluate every example of each eval set.")
     @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Also write the metrics as JSON here.")
-    def eval_command(run_file: str, checkpoint: str | None, limit: int | None, output: str | None) -> None:
+    def eval_command(run_file: str, checkpoint: str | None, limit: int | None, full: bool, output: str | None) -> None:
         """Compute the metrics of every task in RUN.yaml that has eval data."""
         from blip2_runner.config import RunConfig
         from blip2_runner.trainer import evaluate
 
+        if full and limit is not None:
+            raise click.UsageError("give --limit N or --full, not both")
         run = RunConfig.from_file(run_file)
-        results = evaluate(run, checkpoint, limit=limit)
+        results = evaluate(run, checkpoint, limit=sys.maxsize if full else limit)
         if _is_main():
             text = json.dumps(results, indent=2, sort_keys=True)
             click.echo(text)
