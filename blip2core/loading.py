@@ -34,7 +34,7 @@ def resolve_spec(source: Source, registry: Registry | None = None) -> PipelineSp
         return PipelineSpec.from_dict(source)
     path = Path(source)
     if path.is_dir():
-        return _spec_from_folder(path)
+        return _spec_from_folder(path, registry)
     if not path.exists() and "/" not in str(source) and "\\" not in str(source):
         models = registry if registry is not None else get_registry()
         if str(source) in models.names("model"):
@@ -47,7 +47,7 @@ def resolve_spec(source: Source, registry: Registry | None = None) -> PipelineSp
             f"spec's 'weights' list, or pass it as load_pipeline(spec, weights=[{str(source)!r}])"
         )
     if looks_like_hub_id(str(source)):
-        return _spec_from_folder(resolve_hub_id(str(source)))
+        return _spec_from_folder(resolve_hub_id(str(source)), registry)
     models = (registry if registry is not None else get_registry()).names("model")
     raise SpecError(
         f"{source}: no such spec file, checkpoint folder, registered model or hub id"
@@ -62,12 +62,12 @@ def registered_model_spec(registry: Registry, name: str) -> PipelineSpec:
     return made if isinstance(made, PipelineSpec) else PipelineSpec.from_dict(made, source=f"model {name!r}")
 
 
-def _spec_from_folder(folder: Path) -> PipelineSpec:
+def _spec_from_folder(folder: Path, registry: Registry | None = None) -> PipelineSpec:
     if is_native_folder(folder):
         return PipelineSpec.from_file(folder / SPEC_FILE)
     config = read_hf_config(folder)
     if config is not None:
-        return spec_from_hf_config(folder, config)
+        return spec_from_hf_config(folder, config, registry)
     raise SpecError(
         f"{folder}: not a model folder (expected {SPEC_FILE} written by Pipeline.save, "
         "or a Hugging Face BLIP-2 config.json with model_type 'blip-2')"

@@ -67,7 +67,7 @@ def test_structure_errors_name_the_field_and_the_file(tmp_path):
         PipelineSpec.from_file(path)
     message = str(excinfo.value)
     assert message.startswith(f"{path}: invalid pipeline spec")
-    assert "dtype: Input should be 'float32', 'bfloat16' or 'float16'" in message
+    assert "dtype: Input should be 'auto', 'float32', 'bfloat16' or 'float16'" in message
     assert "colour: Extra inputs are not permitted" in message
 
 
