@@ -59,8 +59,9 @@ def main() -> None:
     picked = test_questions()
     for path, question, truth in picked:
         answer = pipe.answer(path, question, num_beams=1, max_new_tokens=5)[0]
-        right += answer.strip().lower() == truth
-        mark = "ok " if answer.strip().lower() == truth else "XX "
+        correct = answer.strip().lower() == truth
+        right += correct
+        mark = "ok " if correct else "XX "
         print(f"  {mark} {path.split('/')[-1]:>8}  {question:<42} model: {answer:<10} truth: {truth}")
     print(f"  {right}/{len(picked)} right ({time.perf_counter() - start:.1f} s)")
 

@@ -9,6 +9,7 @@ the images.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -236,12 +237,12 @@ class VQATask(_TaskBase):
         if not pairs:
             return {"vqa_accuracy": 0.0, "exact_match": 0.0, "num_examples": 0.0}
         scores = dict(M.vqa_scores([p for p, _ in pairs], [a for _, a in pairs]))
-        kept = [e for p, e in zip(predictions, examples) if p is not None]
-        types = sorted({str(e["question_type"]) for e in kept if "question_type" in e})
-        for kind in types:  # data sets that label their questions (easy-vqa): exact match per type
-            of_kind = [(p, e["answers"]) for p, e in zip(predictions, examples) if p is not None
-                       and e.get("question_type") == kind]
-            scores[f"exact_match/{kind}"] = M.vqa_scores([p for p, _ in of_kind], [a for _, a in of_kind])["exact_match"]
+        by_type: dict[str, list[float]] = defaultdict(list)  # data sets that label questions (easy-vqa)
+        for p, e in zip(predictions, examples):
+            if p is not None and "question_type" in e:
+                by_type[str(e["question_type"])].append(M.exact_match(p, e["answers"]))
+        for kind in sorted(by_type):
+            scores[f"exact_match/{kind}"] = 100.0 * sum(by_type[kind]) / len(by_type[kind])
         return {**scores, "num_examples": float(len(pairs))}
 
 
