@@ -18,6 +18,7 @@ divide by the token count of the whole global batch.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -288,6 +289,12 @@ def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int
     return ids, mask, labels, keep
 
 
+@functools.cache
+def takes_logits_to_keep(llm_class: type) -> bool:
+    """Whether a LanguageModel class's ``forward`` accepts ``logits_to_keep`` (looked up once per class)."""
+    return "logits_to_keep" in inspect.signature(llm_class.forward).parameters
+
+
 class LMLoss:
     """Cross-entropy of the LLM on the target tokens only, given [soft prompt ; text prompt].
 
@@ -312,7 +319,7 @@ class LMLoss:
         embeds = torch.cat([prefix, llm.embed_tokens(ids).to(prefix.dtype)], dim=1)
         full_mask = torch.cat([encoding.llm_attention_mask.to(mask.dtype), mask], dim=1)
         # position t of the text predicts text token t: the last keep + 1 positions cover every label
-        if "logits_to_keep" in inspect.signature(llm.forward).parameters:
+        if takes_logits_to_keep(type(llm)):
             logits = llm(inputs_embeds=embeds, attention_mask=full_mask, logits_to_keep=keep + 1).logits
         else:  # a LanguageModel without the option: every position's logits
             logits = llm(inputs_embeds=embeds, attention_mask=full_mask).logits
