@@ -8,8 +8,8 @@ import torch
 
 from blip2core.checkpoints.apply import load_checkpoints
 from blip2core.errors import Blip2Error
-from blip2core.pipeline import DTYPES, Pipeline
-from blip2core.precision import checked_dtype
+from blip2core.pipeline import Pipeline
+from blip2core.precision import checked_dtype, torch_dtype
 from blip2core.protocols import Bridge, LanguageModel, Preprocessor, Quantizer, VisionEncoder
 from blip2core.registry import Registry
 from blip2core.spec import PipelineSpec
@@ -70,7 +70,7 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     device = torch.device(spec.device)
     for frozen in (vision, llm):
         if frozen is not None:
-            frozen.to(device=device, dtype=DTYPES[dtype_name])
+            frozen.to(device=device, dtype=torch_dtype(dtype_name))
     parts = _quantize(spec, registry, options, parts, device)
 
     pipeline = Pipeline(spec, parts["vision"], parts["bridge"], parts["llm"], preprocessor)

@@ -1,4 +1,9 @@
-"""Which floating-point precision the frozen parts run in: ``dtype: auto`` and native-support checks.
+"""Which floating-point precision the frozen parts run in: the dtype names, ``dtype: auto`` and
+native-support checks.
+
+The one table of dtype names: ``DType`` (the ``Literal`` of options and specs), ``DTYPE_CHOICES``
+(its values), ``CONCRETE_DTYPES`` (without ``auto``), ``TORCH_DTYPES`` (name -> ``torch.dtype``),
+``torch_dtype(name)`` and ``dtype_name(dtype)``.
 
 The rule ``auto`` follows (measured; see docs/quantization.md):
 
@@ -21,8 +26,16 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
-CONCRETE_DTYPES = ("float32", "bfloat16", "float16")
+import torch
+
+#: what a user may write for a pipeline's or a component's precision (``auto``: see ``resolve_dtype``)
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPE_CHOICES: tuple[str, ...] = get_args(DType)
+#: the precisions ``auto`` resolves to, by name
+CONCRETE_DTYPES: tuple[str, ...] = DTYPE_CHOICES[1:]
+TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in CONCRETE_DTYPES}
 #: CPU flags that mean native bf16 matmuls (AMX tiles, or AVX-512 BF16 dot products)
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 #: CPU flags that mean fp16 arithmetic in hardware (AMX-FP16, AVX-512 FP16)
@@ -31,6 +44,30 @@ SLOWDOWN_NOTE = (
     "measured on an AVX2-only CPU: bf16 matmul ~1 GFLOP/s vs ~165 GFLOP/s in float32 (about 100x slower), "
     "image encoding 0.42 vs 2.8 img/s"
 )
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The ``torch.dtype`` of a name in ``TORCH_DTYPES`` (``"bfloat16"`` -> ``torch.bfloat16``).
+
+    Raises:
+        ValueError: an unknown name; the message lists the known ones.
+    """
+    try:
+        return TORCH_DTYPES[name]
+    except KeyError:
+        raise ValueError(f"dtype {name!r}: expected {', '.join(CONCRETE_DTYPES)}") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name of a ``torch.dtype`` in ``TORCH_DTYPES`` (``torch.float16`` -> ``"float16"``).
+
+    Raises:
+        ValueError: a dtype outside the table.
+    """
+    for name, known in TORCH_DTYPES.items():
+        if known == dtype:
+            return name
+    raise ValueError(f"dtype {dtype}: expected one of {', '.join(CONCRETE_DTYPES)}")
 
 
 class PrecisionWarning(UserWarning):
@@ -75,8 +112,6 @@ def cpu_flags() -> frozenset[str]:
 
 def cuda_capability(device: str) -> tuple[int, int] | None:
     """(major, minor) of a CUDA device, or None where CUDA is not available."""
-    import torch
-
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_capability(device if ":" in device else None)
@@ -101,7 +136,7 @@ def resolve_dtype(
         flags: CPU flags (default: this machine's, from /proc/cpuinfo).
         capability: CUDA compute capability (default: asked from torch for ``device``).
     """
-    if requested not in ("auto", *CONCRETE_DTYPES):
+    if requested not in DTYPE_CHOICES:
         raise ValueError(f"dtype {requested!r}: expected auto, {', '.join(CONCRETE_DTYPES)}")
     kind = _device_type(device)
     if kind == "cuda":

@@ -20,9 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from blip2core.errors import SpecError, UnknownComponentError
+from blip2core.precision import DType
 from blip2core.registry import Registry, format_validation_error
 
-DType = Literal["auto", "float32", "bfloat16", "float16"]
 QuantizeTarget = Literal["vision", "bridge", "llm"]
 QUANTIZE_TARGETS: tuple[str, ...] = ("vision", "bridge", "llm")
 

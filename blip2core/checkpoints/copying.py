@@ -1,13 +1,80 @@
-"""Copying named tensors into a module with shape checks, and reporting what was left unset."""
+"""Copying named tensors into a module with shape checks, and reporting what was left unset.
+
+The one shape-checked copy of blip2core and its plugins: ``check_shapes`` validates every tensor
+against the parameter or buffer it is meant for before anything is written; ``write_tensors``
+writes them in place; ``copy_into`` does both for a module and says what was missing or unexpected.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from blip2core.errors import CheckpointError
+
+#: (source key, own key, expected shape, found shape) -> the CheckpointError message
+MismatchMessage = Callable[[str, str, tuple[int, ...], tuple[int, ...]], str]
+
+
+def check_shapes(
+    own_state: Mapping[str, torch.Tensor],
+    mapped: Mapping[str, tuple[str, torch.Tensor]],
+    *,
+    source: str = "",
+    leading_rows_ok: Collection[str] = (),
+    message: MismatchMessage | None = None,
+) -> list[str]:
+    """Check that each tensor fits the own tensor it is meant for; nothing is written.
+
+    Args:
+        own_state: the module's ``state_dict()`` (own name -> tensor).
+        mapped: own name -> (name in the source, tensor); own names absent from ``own_state``
+            are skipped (``copy_into`` reports them as unexpected).
+        source: where the tensors came from, for the default message.
+        leading_rows_ok: own names (embedding tables, a vocabulary bias) that may take a tensor
+            with fewer rows and otherwise the same shape; the remaining rows keep their values.
+        message: builds the error text; default ``"<source>: key 'k' (for 'own') has the wrong
+            shape: expected (..), found (..)"``.
+
+    Returns:
+        The own names that take only leading rows, in ``mapped`` order.
+
+    Raises:
+        CheckpointError: the first tensor whose shape does not fit.
+    """
+    partial: list[str] = []
+    for own_key, (source_key, tensor) in mapped.items():
+        target = own_state.get(own_key)
+        if target is None:
+            continue
+        expected, found = tuple(target.shape), tuple(tensor.shape)
+        if found == expected:
+            continue
+        if _fits_leading_rows(expected, found) and own_key in leading_rows_ok:
+            partial.append(own_key)
+            continue
+        text = message(source_key, own_key, expected, found) if message else (
+            f"{source}: key {source_key!r} (for {own_key!r}) has the wrong shape: "
+            f"expected {expected}, found {found}"
+        )
+        raise CheckpointError(text)
+    return partial
+
+
+@torch.no_grad()
+def write_tensors(own_state: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write checked tensors (own name -> tensor) in place, cast to each own tensor's dtype and device.
+
+    ``own_state`` must share storage with the module (``module.state_dict()`` does). A tensor
+    with fewer rows (see ``check_shapes``' ``leading_rows_ok``) fills only the leading rows.
+    """
+    for own_key, tensor in tensors.items():
+        target = own_state[own_key]
+        rows = tensor.shape[0] if tensor.dim() else None
+        destination = target if rows is None or rows == target.shape[0] else target[:rows]
+        destination.copy_(tensor.to(device=target.device, dtype=target.dtype))
 
 
 def copy_into(
@@ -15,14 +82,19 @@ def copy_into(
     mapped: Mapping[str, tuple[str, torch.Tensor]],
     *,
     source: str,
+    leading_rows_ok: Collection[str] = (),
+    message: MismatchMessage | None = None,
 ) -> tuple[list[str], list[str]]:
     """Copy tensors into ``module`` by its own parameter/buffer names.
 
+    Every shape is checked before anything is written, so a failed check leaves ``module`` as it was.
+
     Args:
-        module: receives the tensors (``load_state_dict(..., strict=False)``).
+        module: receives the tensors (in place).
         mapped: own name -> (name in the source, tensor). Each tensor must have exactly the shape
-            of ``module.state_dict()[own name]``.
+            of ``module.state_dict()[own name]`` (or fewer rows, for the names in ``leading_rows_ok``).
         source: where the tensors came from, for error messages (a file path or a layout).
+        leading_rows_ok, message: see ``check_shapes``.
 
     Returns:
         (missing, unexpected): own names that got no tensor, in ``state_dict`` order, and
@@ -33,22 +105,16 @@ def copy_into(
             names ``source``, the source key, the own key, the expected and the found shape.
     """
     own = module.state_dict()
-    usable: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for own_key, (source_key, tensor) in mapped.items():
-        target = own.get(own_key)
-        if target is None:
-            unexpected.append(source_key)
-            continue
-        if tuple(target.shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{source}: key {source_key!r} (for {own_key!r}) has the wrong shape: "
-                f"expected {tuple(target.shape)}, found {tuple(tensor.shape)}"
-            )
-        usable[own_key] = tensor
-    module.load_state_dict(usable, strict=False)
+    check_shapes(own, mapped, source=source, leading_rows_ok=leading_rows_ok, message=message)
+    usable = {own_key: tensor for own_key, (_, tensor) in mapped.items() if own_key in own}
+    write_tensors(own, usable)
+    unexpected = sorted({source_key for own_key, (source_key, _) in mapped.items() if own_key not in own})
     missing = [k for k in own if k not in usable]
-    return missing, sorted(set(unexpected))
+    return missing, unexpected
+
+
+def _fits_leading_rows(expected: tuple[int, ...], found: tuple[int, ...]) -> bool:
+    return len(found) == len(expected) and len(found) > 0 and found[1:] == expected[1:] and found[0] <= expected[0]
 
 
 def raise_if_missing(missing: list[str], source: str, allowed: Iterable[str] = ()) -> None:

@@ -9,8 +9,6 @@ Layout of a saved folder::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +16,7 @@ from typing import Protocol
 import torch
 from safetensors.torch import save_file
 
+from blip2core.atomic import atomic_file
 from blip2core.spec import PipelineSpec
 
 SPEC_FILE = "pipeline.yaml"
@@ -42,22 +41,13 @@ def save_pipeline(pipeline: SavablePipeline, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in pipeline.trainable_state_dict().items()}
-    _atomic(folder / TRAINABLE_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    with atomic_file(folder / TRAINABLE_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
 
     # earlier trainable snapshots are superseded: the new file holds every trainable tensor
     frozen_sources = [str(p.resolve()) for p in pipeline.spec.weight_paths() if p.name != TRAINABLE_FILE]
     # where it ran is not part of the model: load_pipeline(folder, device=...) picks the device
     spec = pipeline.spec.model_copy(update={"weights": [*frozen_sources, TRAINABLE_FILE], "device": "cpu"})
-    _atomic(folder / SPEC_FILE, lambda tmp: spec.to_file(tmp))
+    with atomic_file(folder / SPEC_FILE) as tmp:
+        spec.to_file(tmp)
     return folder
-
-
-def _atomic(target: Path, write) -> None:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

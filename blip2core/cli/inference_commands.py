@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from blip2core.precision import DTYPE_CHOICES
 
 
 def parse_quantize(values: tuple[str, ...]) -> dict[str, str]:
@@ -55,7 +55,7 @@ def model_options(command: Callable) -> Callable:
         click.option("--model", "model", metavar="NAME_OR_PATH",
                      help="HF hub id, HF BLIP-2 folder or saved pipeline folder."),
         click.option("--device", default=None, help="Where to run, e.g. cpu, cuda, cuda:1 (default: the spec's)."),
-        click.option("--dtype", type=click.Choice(DTYPES), default=None,
+        click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=None,
                      help="Precision of the frozen parts (default: the spec's, else auto = what the device "
                           "runs natively; blip2 env shows it)."),
         quantize_option,

@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from blip2core.atomic import atomic_file
 from blip2core.errors import Blip2Error
 
 FORMAT_TAG = "blip2core.features/1"
@@ -162,18 +162,11 @@ def _names_from_metadata(metadata: dict[str, str] | None, path: Path) -> list[st
     return list(json.loads(metadata["names"]))
 
 
-def _atomic_target(path: Path) -> Path:
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(name)
-
-
 def _write_safetensors(path: Path, names: list[str], tensors: dict[str, torch.Tensor]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
     data = {field: tensor.detach().to("cpu", torch.float32).contiguous() for field, tensor in tensors.items()}
-    save_file(data, str(tmp), metadata={"format": FORMAT_TAG, "names": json.dumps(names)})
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(data, str(tmp), metadata={"format": FORMAT_TAG, "names": json.dumps(names)})
 
 
 def _write_parquet(path: Path, names: list[str], tensors: dict[str, torch.Tensor]) -> None:
@@ -189,9 +182,8 @@ def _write_parquet(path: Path, names: list[str], tensors: dict[str, torch.Tensor
         columns[field] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
     table = pa.table(columns).replace_schema_metadata({SHAPES_KEY: json.dumps(shapes).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _pyarrow_parquet():

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
+from blip2core.atomic import atomic_folder
 from blip2core.errors import CheckpointError
 from blip2core.llm.sources import blip2_cache_root
 
@@ -71,10 +69,9 @@ def _write_cache(gguf: Path, model_class: Any, folder: Path) -> None:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{gguf}: cannot read as a {model_class.__name__} GGUF file: {exc}") from None
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
+    # another process may finish the same entry first: a complete folder is kept, a half-written one
+    # (left by a crash) replaced
+    with atomic_folder(folder, keep_existing=is_complete) as tmp:
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -85,14 +82,6 @@ def _write_cache(gguf: Path, model_class: Any, folder: Path) -> None:
         stat = gguf.stat()
         source = {"gguf": str(gguf.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n")
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not is_complete(folder):  # a half-written folder from a crash: replace it
-                shutil.rmtree(folder, ignore_errors=True)
-                os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed; another process may have won the race
 
 
 def _unique_tensors(state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from blip2core.llm.options import LanguageModelOptions
 from blip2core.llm.prequantized import check_environment
 from blip2core.llm.sources import resolve_folder, resolve_gguf
 from blip2core.llm.wrapper import TransformersLanguageModel
+from blip2core.precision import torch_dtype
 
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError)
 
@@ -106,9 +107,8 @@ def single_token_id(tokenizer: Any, text: str) -> int:
 
 
 def _dtype(name: str) -> Any:
-    import torch
-
-    return {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    """``torch_dtype`` for ``from_pretrained``: ``"auto"`` (the checkpoint's) or a ``torch.dtype``."""
+    return "auto" if name == "auto" else torch_dtype(name)
 
 
 def _check_model_type(config: Any, config_class: type, source: str) -> None:

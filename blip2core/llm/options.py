@@ -12,11 +12,11 @@ subclass of them. Exactly one source of weights is used:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TorchDType = Literal["auto", "float32", "bfloat16", "float16"]
+from blip2core.precision import DType as TorchDType
 
 
 class LanguageModelOptions(BaseModel):

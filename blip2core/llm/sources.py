@@ -1,35 +1,17 @@
 """Where weights and tokenizers come from: local folders, hub ids (offline-aware), GGUF files.
 
-Every failure is a ``CheckpointError`` that names what the user wrote.
+What a hub id is and whether downloads are off follow ``blip2core.checkpoints.hub`` (a language
+model or tokenizer may have a bare legacy id such as ``gpt2``). Every failure is a
+``CheckpointError`` that names what the user wrote.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
+from blip2core.checkpoints.hub import hub_offline, looks_like_hub_id
 from blip2core.errors import CheckpointError
-
-#: ``name`` or ``owner/name``, as the Hugging Face hub spells repository ids
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_offline() -> bool:
-    """True when hub downloads are disabled (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
-    if any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
-        return False
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def looks_like_hub_id(name: str) -> bool:
-    """``facebook/opt-2.7b`` yes; ``/data/opt``, ``./opt``, ``~/opt``, ``a/b/c`` no."""
-    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~"))
 
 
 def _offline_message(name: str, what: str) -> str:
@@ -50,7 +32,7 @@ def resolve_folder(name: str, *, revision: str | None = None, probe: str = "conf
         return str(path.resolve())
     if path.exists():
         raise CheckpointError(f"{name}: is a file; expected a {what} folder (or a hub id)")
-    if not looks_like_hub_id(name):
+    if not looks_like_hub_id(name, bare_names=True):
         raise CheckpointError(f"{name}: no such {what} folder")
     if hub_offline():
         from huggingface_hub import try_to_load_from_cache
@@ -77,7 +59,7 @@ def resolve_gguf(path: str | None, gguf_file: str, *, revision: str | None = Non
         if not file.is_file():
             raise CheckpointError(f"{path}: has no GGUF file {gguf_file!r}")
         return file.resolve()
-    if folder.exists() or not looks_like_hub_id(path):
+    if folder.exists() or not looks_like_hub_id(path, bare_names=True):
         raise CheckpointError(f"{path}: no such folder (looking for the GGUF file {gguf_file!r})")
     from huggingface_hub import hf_hub_download
 

@@ -21,6 +21,7 @@ from blip2core.bridges.qformer.checkpoint_keys import BERT
 from blip2core.bridges.qformer.config import QFormerOptions
 from blip2core.bridges.qformer.modeling import QFormerBridge
 from blip2core.bridges.qformer.weight_loading import apply_plan, plan_copy
+from blip2core.checkpoints.files import SAFETENSORS_INDEX, SAFETENSORS_SINGLE, TORCH_SINGLE, read_state_dict
 from blip2core.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -89,24 +90,13 @@ def init_from_bert(bridge: QFormerBridge, folder: str | Path) -> InitReport:
 
 def read_checkpoint_folder(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors of a Hugging Face model folder: ``model.safetensors`` (single or sharded with its
-    ``.index.json``) or ``pytorch_model.bin``."""
-    from safetensors.torch import load_file
-
-    if (folder / "model.safetensors").is_file():
-        return load_file(str(folder / "model.safetensors"))
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(str(folder / shard)))
-        return state
-    if (folder / "pytorch_model.bin").is_file():
-        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise CheckpointError(
-        f"qformer init_from {str(folder)!r}: no model.safetensors, model.safetensors.index.json or "
-        f"pytorch_model.bin there"
-    )
+    ``.index.json``) or ``pytorch_model.bin``, read by ``blip2core.checkpoints.files.read_state_dict``."""
+    if not any((folder / name).is_file() for name in (SAFETENSORS_SINGLE, SAFETENSORS_INDEX, TORCH_SINGLE)):
+        raise CheckpointError(
+            f"qformer init_from {str(folder)!r}: no {SAFETENSORS_SINGLE}, {SAFETENSORS_INDEX} or "
+            f"{TORCH_SINGLE} there"
+        )
+    return read_state_dict(folder)
 
 
 def check_bert_config(options: QFormerOptions, folder: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 ``plan_copy`` decides which foreign tensor fills which own parameter and validates shapes before anything
 is written; ``apply_plan`` writes. A failed check raises ``CheckpointError`` and leaves the model untouched.
+The checks and the writes are blip2core's one shape-checked copy (``blip2core.checkpoints.copying``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from blip2core.bridges.qformer.checkpoint_keys import KeyScheme
+from blip2core.checkpoints.copying import check_shapes, write_tensors
 from blip2core.errors import CheckpointError
 
 
@@ -57,21 +59,9 @@ def plan_copy(
             plan.unexpected.append(foreign_name)
             continue
         for own_name in targets:
-            expected = tuple(own_state[own_name].shape)
-            found = tuple(tensor.shape)
-            if found != expected:
-                fits_leading_rows = (
-                    own_name in leading_rows_ok
-                    and len(found) == len(expected)
-                    and found[1:] == expected[1:]
-                    and found[0] <= expected[0]
-                )
-                if not fits_leading_rows:
-                    raise CheckpointError(
-                        f"checkpoint key {foreign_name!r} (-> qformer {own_name!r}): expected shape "
-                        f"{list(expected)}, found {list(found)}{_hint(own_name)}"
-                    )
-                plan.partial_rows.append(own_name)
+            plan.partial_rows += check_shapes(
+                own_state, {own_name: (foreign_name, tensor)}, leading_rows_ok=leading_rows_ok, message=_mismatch
+            )
             if own_name in plan.assignments:
                 previous_name, previous = plan.assignments[own_name]
                 if previous.shape != tensor.shape or not torch.equal(previous, tensor):
@@ -92,12 +82,15 @@ def apply_plan(own_state: Mapping[str, torch.Tensor], plan: CopyPlan) -> list[st
     Returns:
         missing: own names that received nothing, in ``own_state`` order.
     """
-    for own_name, (_, tensor) in plan.assignments.items():
-        target = own_state[own_name]
-        rows = tensor.shape[0] if tensor.dim() else None
-        destination = target if rows is None or rows == target.shape[0] else target[:rows]
-        destination.copy_(tensor.to(device=target.device, dtype=target.dtype))
+    write_tensors(own_state, {own_name: tensor for own_name, (_, tensor) in plan.assignments.items()})
     return [name for name in own_state if name not in plan.assignments]
+
+
+def _mismatch(foreign_name: str, own_name: str, expected: tuple[int, ...], found: tuple[int, ...]) -> str:
+    return (
+        f"checkpoint key {foreign_name!r} (-> qformer {own_name!r}): expected shape "
+        f"{list(expected)}, found {list(found)}{_hint(own_name)}"
+    )
 
 
 def _hint(own_name: str) -> str:

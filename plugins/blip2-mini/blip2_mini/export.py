@@ -11,8 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
+
+from blip2core.plugin_api import torch_dtype
 
 from blip2_mini.model import CARD_FILE, WEIGHTS_DIR, WEIGHTS_FILE
 
@@ -24,7 +25,7 @@ def export(checkpoint: str | Path, recipe: str | Path, dtype: str = "float16") -
     run = RunConfig.from_file(recipe)
     folder = resolve_checkpoint(checkpoint)
     tensors = load_trainable(folder)
-    cast = {"float16": torch.float16, "float32": torch.float32}[dtype]
+    cast = torch_dtype(dtype)
     stored = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     save_file(stored, str(WEIGHTS_FILE), metadata={"format": "blip2core-native", "dtype": dtype})

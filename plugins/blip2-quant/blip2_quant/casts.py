@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from blip2core.protocols import LanguageModel, VisionEncoder
+from blip2core import LanguageModel, VisionEncoder
 
 
 def cast_component(component: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -6,14 +6,14 @@ import json
 
 import click
 
-from blip2core.cli.inference_commands import DTYPES, parse_quantize, quantize_option
+from blip2core.plugin_api import DTYPE_CHOICES, parse_quantize, quantize_option
 
 
 @click.command("quantize-report")
 @click.argument("source", metavar="SPEC_OR_MODEL")
 @quantize_option
 @click.option("--device", default=None, help="Where to run (default: the spec's).")
-@click.option("--dtype", type=click.Choice(DTYPES), default=None,
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default=None,
               help="Precision of the frozen parts (default: the spec's, else auto).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
               help="Images per encoding call (real sample photos).")
@@ -25,8 +25,8 @@ def quantize_report_command(source, quantize, device, dtype, batch_size, new_tok
     """Per component: bytes before / after; peak RSS at load; encoding and generation latency; and
     agreement with the unquantized pipeline (feature and logits cosine, next-token top-1, identical
     generations). SPEC_OR_MODEL: a spec file, saved pipeline folder, HF folder or hub id."""
-    from blip2core.loading import resolve_spec
-    from blip2core.spec import PipelineSpec
+    from blip2core import PipelineSpec
+    from blip2core.plugin_api import resolve_spec
     from blip2_quant.report import format_report, quantize_report
 
     spec = resolve_spec(source)

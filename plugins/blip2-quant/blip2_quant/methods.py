@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blip2core.precision import checked_dtype
-from blip2core.protocols import LanguageModel, VisionEncoder
+from blip2core import LanguageModel, VisionEncoder
+from blip2core.plugin_api import checked_dtype, dtype_name
 from blip2_quant.casts import cast_component
 from blip2_quant.int8 import dynamic_int8_linear, weight_only_int8_linear
 from blip2_quant.options import (
@@ -52,8 +52,7 @@ class CastQuantizer:
         self.dtype = dtype
 
     def quantize(self, module: nn.Module) -> nn.Module:
-        name = {torch.bfloat16: "bfloat16", torch.float16: "float16"}[self.dtype]
-        checked_dtype(name, _device_of(module), what="quantize")
+        checked_dtype(dtype_name(self.dtype), _device_of(module), what="quantize")
         return cast_component(module, self.dtype)
 
 

@@ -197,8 +197,8 @@ def quantize_report(
     """Load ``spec`` (a PipelineSpec with its quantize entries) quantized and unquantized, and
     measure both (see module doc). torch is seeded with ``seed`` before each load, so components
     built with random weights get the same ones in both pipelines."""
-    from blip2core.loading import load_pipeline
-    from blip2core.precision import cpu_flags
+    from blip2core import load_pipeline
+    from blip2core.plugin_api import cpu_flags
 
     kwargs = {"registry": registry} if registry is not None else {}
     torch.manual_seed(seed)  # components without pretrained weights: the same random weights in both

@@ -10,14 +10,14 @@ Layout under ``<output_dir>/checkpoints/``::
                                 non-tensor state, python/numpy RNG state, run digest
 
 A checkpoint is written into a hidden ``.tmp-step-...`` folder, each file fsynced, and then
-renamed into place (one atomic ``rename``), so a reader sees a complete checkpoint or none. Only
+renamed into place (one atomic ``rename``, by the SDK's ``atomic_folder``), so a reader sees a
+complete checkpoint or none. Only
 ``keep`` most recent checkpoints stay. Nothing is pickled: tensors go to safetensors, the rest to JSON.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -31,41 +31,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from blip2core.plugin_api import CheckpointError
+from blip2core.plugin_api import CheckpointError, atomic_folder, is_leftover
+from blip2core.plugin_api import atomic_write_text  # noqa: F401  (trainer.py and cli.py import it from here)
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file through a temp file + rename, so readers never see half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,13 +128,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step-<step>`` atomically and keep only the ``keep`` newest."""
     root = checkpoint_root(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:  # re-reaching a step after resuming from an older checkpoint replaces it
         weights = {k: v.detach().cpu().contiguous() for k, v in trainable.items()}
         save_file(weights, str(tmp / "trainable.safetensors"), metadata={"format": "pt", **(metadata or {})})
         opt_tensors, opt_meta = optimizer_state_to_files(optimizer_state)
@@ -172,20 +138,6 @@ def save_checkpoint(
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         payload = {**state, "step": step, "optimizer": opt_meta, "rng": rng_meta}
         (tmp / "state.json").write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-        for name in FILES:
-            _fsync_file(tmp / name)
-        _fsync_dir(tmp)
-        if final.exists():  # e.g. re-reaching a step after resuming from an older checkpoint
-            trash = root / f".trash-step-{step:08d}-{os.getpid()}"
-            os.rename(final, trash)
-            os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -206,7 +158,7 @@ def clean_partial(output_dir: Path | str) -> list[Path]:
     removed = []
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith((".tmp-", ".trash-")):
+            if is_leftover(p):
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
                 removed.append(p)
     return removed

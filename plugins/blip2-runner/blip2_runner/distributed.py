@@ -1,17 +1,18 @@
 """Process-group helpers: one code path for a single process and for torchrun.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`init` joins the group with ``nccl`` when the run
-uses CUDA devices and ``gloo`` otherwise. Collectives below are no-ops with one process.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`init` joins the group through the SDK's
+``join_process_group`` (``nccl`` when the run uses CUDA devices, ``gloo`` otherwise). Collectives
+below are no-ops with one process.
 """
 
 from __future__ import annotations
 
-import datetime
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from blip2core.plugin_api import backend_for, join_process_group, leave_process_group, torchrun_env
 
 
 @dataclass(frozen=True)
@@ -32,23 +33,17 @@ class DistInfo:
 
 def init(device: str = "cpu") -> DistInfo:
     """Join the torchrun process group when there is one (idempotent)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    env = torchrun_env()
+    if not env.enabled:
         return DistInfo()
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-    if not dist.is_initialized():
-        if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    return DistInfo(rank, world, local_rank, backend)
+    join_process_group(device)
+    return DistInfo(env.rank, env.world_size, env.local_rank, backend_for(device))
 
 
 def info() -> DistInfo:
     if not (dist.is_available() and dist.is_initialized()):
         return DistInfo()
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_backend())
+    return DistInfo(dist.get_rank(), dist.get_world_size(), torchrun_env().local_rank, dist.get_backend())
 
 
 def world_size() -> int:
@@ -150,5 +145,4 @@ def barrier() -> None:
 
 
 def destroy() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    leave_process_group()

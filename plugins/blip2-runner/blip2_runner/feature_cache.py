@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from blip2core.plugin_api import atomic_file, torch_dtype
 
 
 class FeatureCache:
@@ -37,7 +37,7 @@ class FeatureCache:
         self.root = Path(root) / self.namespace
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "identity.json").write_text(json.dumps(identity, indent=1, sort_keys=True))
-        self.dtype = _DTYPES[dtype]
+        self.dtype = torch_dtype(dtype)
         self.hits = 0
         self.misses = 0
 
@@ -67,6 +67,6 @@ class FeatureCache:
     def put(self, image_ref: Any, tokens: torch.Tensor) -> None:
         path = self._path(image_ref)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({"vision_tokens": tokens.detach().to("cpu", self.dtype).contiguous()}, str(tmp))
-        os.replace(tmp, path)
+        # no fsync: a file torn by a crash fails to read, and ``get`` counts that as a miss
+        with atomic_file(path, fsync=False) as tmp:
+            save_file({"vision_tokens": tokens.detach().to("cpu", self.dtype).contiguous()}, str(tmp))

@@ -22,6 +22,7 @@ from blip2core.plugin_api import (
     IMAGENET_STD,
     CheckpointError,
     PreprocessConfig,
+    check_shapes,
     read_state_dict,
 )
 from blip2_timm.options import EfficientNetLite0Options
@@ -64,15 +65,11 @@ def timm_names(source: dict[str, torch.Tensor], model: nn.Module, path: str) -> 
     target = model.state_dict()
     if len(source) != len(target):
         raise CheckpointError(f"{path}: holds {len(source)} tensors, timm efficientnet_lite0 has {len(target)}")
-    renamed = {}
-    for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
-        if tuple(tensor.shape) != tuple(expected.shape):
-            raise CheckpointError(
-                f"{path}: key {src_key!r} does not line up with timm {dst_key!r}: "
-                f"expected {tuple(expected.shape)}, found {tuple(tensor.shape)}"
-            )
-        renamed[dst_key] = tensor
-    return renamed
+    paired = {dst_key: (src_key, tensor) for (src_key, tensor), dst_key in zip(source.items(), target)}
+    check_shapes(target, paired, message=lambda src_key, dst_key, expected, found: (
+        f"{path}: key {src_key!r} does not line up with timm {dst_key!r}: expected {expected}, found {found}"
+    ))
+    return {dst_key: tensor for dst_key, (_, tensor) in paired.items()}
 
 
 def build_efficientnet_lite0_classifier(weights: str | Path | None = None) -> nn.Module:
