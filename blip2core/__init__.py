@@ -3,10 +3,11 @@
 A plugin needs only ``from blip2core import hookimpl, PreprocessConfig``.
 """
 
+from blip2core.encoding import ImageEncoding
 from blip2core.errors import Blip2Error, CheckpointError, PluginError, SpecError, UnknownComponentError
 from blip2core.hookspecs import hookimpl
 from blip2core.loading import load_pipeline
-from blip2core.pipeline import ImageEncoding, Pipeline
+from blip2core.pipeline import Pipeline
 from blip2core.preprocess_config import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -15,14 +16,22 @@ from blip2core.preprocess_config import (
     PreprocessConfig,
 )
 from blip2core.protocols import (
+    BatchPreprocessor,
     Bridge,
     BridgeOutput,
+    GenerationDefaults,
+    InstructionAwareBridge,
     LanguageModel,
     LanguageModelOutput,
+    LoadsForeignCheckpoints,
+    LoadsOwnWeights,
     Loss,
+    MissingProtocolError,
     Preprocessor,
     Quantizer,
+    SupportsPrefixCache,
     Task,
+    TextBridge,
     VisionEncoder,
 )
 from blip2core.spec import ComponentSpec, PipelineSpec
@@ -30,17 +39,23 @@ from blip2core.spec import ComponentSpec, PipelineSpec
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchPreprocessor",
     "Blip2Error",
     "Bridge",
     "BridgeOutput",
     "CheckpointError",
     "ComponentSpec",
+    "GenerationDefaults",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageEncoding",
+    "InstructionAwareBridge",
     "LanguageModel",
     "LanguageModelOutput",
+    "LoadsForeignCheckpoints",
+    "LoadsOwnWeights",
     "Loss",
+    "MissingProtocolError",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "Pipeline",
@@ -50,7 +65,9 @@ __all__ = [
     "Preprocessor",
     "Quantizer",
     "SpecError",
+    "SupportsPrefixCache",
     "Task",
+    "TextBridge",
     "UnknownComponentError",
     "VisionEncoder",
     "hookimpl",

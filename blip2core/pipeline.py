@@ -8,11 +8,15 @@ Data flow (shapes as in ``blip2core.protocols``)::
 
 The vision encoder and the LLM are frozen (eval mode, ``requires_grad=False``) and run in the
 spec's dtype; the bridge is trainable and stays in float32.
+
+``encode_vision`` is the vision step alone (cast, encode, float32): everything that needs vision
+tokens (the bridge's text side, training, the feature cache) starts from it, so each image goes
+through the encoder once per call. The inference methods (``caption``, ``answer``, ``match``, ...)
+delegate to ``blip2core.inference``, which sees this module only for type checking.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,34 +33,12 @@ from blip2core.protocols import (
     reads_instruction,
 )
 from blip2core.checkpoints.copying import frozen_parameter_names
+from blip2core.encoding import ImageEncoding
 from blip2core.errors import Blip2Error
 from blip2core.spec import PipelineSpec
 
 if TYPE_CHECKING:
     from blip2core.checkpoints.apply import LoadReport
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-
-
-@dataclass
-class ImageEncoding:
-    """Everything ``Pipeline.encode_images`` computes for a batch of images.
-
-    Attributes:
-        vision_tokens: [B, N, C] frozen encoder output (float32).
-        query_output: [B, Q, H] bridge output before projection (float32).
-        llm_inputs: [B, Q, D] soft prompt, in the LLM's dtype.
-        llm_attention_mask: [B, Q] long.
-    """
-
-    vision_tokens: torch.Tensor
-    query_output: torch.Tensor
-    llm_inputs: torch.Tensor
-    llm_attention_mask: torch.Tensor
 
 
 def freeze(module: nn.Module) -> nn.Module:

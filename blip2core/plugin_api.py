@@ -13,7 +13,15 @@ Weights (never unpickles: safetensors, or ``torch.load(weights_only=True)``):
     stored_keys(path)                     tensor names of a safetensors file / folder, read lazily
     unwrap_state_dict(obj, source)        the flat state dict inside what ``torch.load`` returned
     copy_into(module, mapped, source=)    copy with shape checks -> (missing, unexpected)
+    check_shapes(own_state, mapped, ...)  the same shape checks alone (own names renamed by hand)
     raise_if_missing(missing, source)     CheckpointError naming what stayed unset
+    looks_like_hub_id(name), hub_offline()  the core's rule for hub ids and for downloads being off
+
+Files a reader may see while they are written (temp file / folder beside it, fsync, rename):
+    atomic_file(path), atomic_write_text(path, text), atomic_folder(path), is_leftover(path)
+
+Precision:
+    DType, DTYPE_CHOICES, TORCH_DTYPES, torch_dtype(name), dtype_name(dtype), checked_dtype, cpu_flags
 
 Vision encoders:
     resample_pos_embed(pos, new_grid, num_prefix_tokens=1)  timm's bicubic resampling (needs timm)
@@ -23,6 +31,13 @@ Vision encoders:
 Bridges:
     QFormerOptions, build_qformer         the built-in Q-Former, to register it under other defaults
                                           (``build_qformer(options, vision_width=C, llm_hidden_size=D)``)
+    query_text_similarity(image, text, temperature=None, paired=False)
+                                          BLIP-2's ITC similarity: [I, Q, E] x [T, E] -> [I, T], best query
+
+Optional protocols (also exported by ``blip2core``) and checking for them:
+    TextBridge, GenerationDefaults, SupportsPrefixCache, BatchPreprocessor, LoadsOwnWeights,
+    InstructionAwareBridge
+    require_protocol(component, Protocol, needed_by, role, name)  the component, or MissingProtocolError
 Language models (transformers ``*ForCausalLM`` behind the LanguageModel protocol):
     LanguageModelOptions, TorchDType, TransformersLanguageModel, load_language_model,
     map_foreign_keys, causal_lm_loss, positions_from_mask
@@ -32,16 +47,24 @@ Hugging Face BLIP-2 folders (hook ``register_hf_configs``):
 
 Tools built on pipelines (training, evaluation, CLI commands):
     get_registry, Registry, Component, PipelineSpec, ComponentSpec, read_structured_file,
-    format_validation_error, load_pipeline
+    format_validation_error, load_pipeline, resolve_spec, parse_quantize, quantize_option
+
+torchrun (one process, or one per rank):
+    TorchrunEnv, torchrun_env, join_process_group, leave_process_group, process_group,
+    local_device, backend_for
 """
 
 from __future__ import annotations
 
+from blip2core.atomic import atomic_file, atomic_folder, atomic_write_text, is_leftover
 from blip2core.bridges.qformer.config import QFormerOptions
 from blip2core.bridges.qformer.factory import build_qformer
-from blip2core.checkpoints.copying import copy_into, raise_if_missing
+from blip2core.bridges.qformer.heads import query_text_similarity
+from blip2core.checkpoints.copying import check_shapes, copy_into, raise_if_missing
 from blip2core.checkpoints.files import read_state_dict, stored_keys, unwrap_state_dict
 from blip2core.checkpoints.hf_blip2 import text_config_reader
+from blip2core.checkpoints.hub import hub_offline, looks_like_hub_id
+from blip2core.cli.inference_commands import parse_quantize, quantize_option
 from blip2core.errors import (
     Blip2Error,
     CheckpointError,
@@ -67,8 +90,9 @@ from blip2core.llm import (
     positions_from_mask,
 )
 from blip2core.llm.options import TorchDType
-from blip2core.loading import load_pipeline
+from blip2core.loading import load_pipeline, resolve_spec
 from blip2core.plugins import get_registry
+from blip2core.precision import DTYPE_CHOICES, TORCH_DTYPES, DType, checked_dtype, cpu_flags, dtype_name, torch_dtype
 from blip2core.preprocess_config import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -77,19 +101,36 @@ from blip2core.preprocess_config import (
     PreprocessConfig,
 )
 from blip2core.protocols import (
+    BatchPreprocessor,
     Bridge,
     BridgeOutput,
+    GenerationDefaults,
+    InstructionAwareBridge,
     LanguageModel,
     LanguageModelOutput,
     LoadsForeignCheckpoints,
+    LoadsOwnWeights,
     Loss,
+    MissingProtocolError,
     Preprocessor,
     Quantizer,
+    SupportsPrefixCache,
     Task,
+    TextBridge,
     VisionEncoder,
+    require_protocol,
 )
 from blip2core.registry import Component, Registry, format_validation_error
 from blip2core.spec import ComponentSpec, PipelineSpec, read_structured_file
+from blip2core.torchrun import (
+    TorchrunEnv,
+    backend_for,
+    join_process_group,
+    leave_process_group,
+    local_device,
+    process_group,
+    torchrun_env,
+)
 from blip2core.vision.blocks import resolve_layer
 from blip2core.vision.open_clip_config import image_side, open_clip_model_config, open_clip_preprocess_config
 from blip2core.vision.pos_embed import resample_pos_embed
@@ -97,23 +138,30 @@ from blip2core.vision.pos_embed import resample_pos_embed
 __all__ = [
     "QFormerOptions",
     "build_qformer",
+    "BatchPreprocessor",
     "Blip2Error",
     "Bridge",
     "BridgeOutput",
     "CheckpointError",
     "Component",
     "ComponentSpec",
+    "DTYPE_CHOICES",
+    "DType",
     "DuplicateComponentError",
+    "GenerationDefaults",
     "HFConfigPart",
     "HFConfigReader",
     "HFConfigSource",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "InstructionAwareBridge",
     "LanguageModel",
     "LanguageModelOptions",
     "LanguageModelOutput",
     "LoadsForeignCheckpoints",
+    "LoadsOwnWeights",
     "Loss",
+    "MissingProtocolError",
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "PipelineSpec",
@@ -125,29 +173,55 @@ __all__ = [
     "RegisterHFConfig",
     "Registry",
     "SpecError",
+    "SupportsPrefixCache",
+    "TORCH_DTYPES",
     "Task",
+    "TextBridge",
     "TorchDType",
+    "TorchrunEnv",
     "TransformersLanguageModel",
     "UnknownComponentError",
     "VisionEncoder",
+    "atomic_file",
+    "atomic_folder",
+    "atomic_write_text",
+    "backend_for",
     "causal_lm_loss",
+    "check_shapes",
+    "checked_dtype",
     "copy_into",
+    "cpu_flags",
+    "dtype_name",
     "format_validation_error",
     "get_registry",
     "hookimpl",
+    "hub_offline",
     "image_side",
+    "is_leftover",
+    "join_process_group",
+    "leave_process_group",
     "load_language_model",
     "load_pipeline",
+    "local_device",
+    "looks_like_hub_id",
     "map_foreign_keys",
     "open_clip_model_config",
     "open_clip_preprocess_config",
+    "parse_quantize",
     "positions_from_mask",
+    "process_group",
+    "quantize_option",
+    "query_text_similarity",
     "raise_if_missing",
     "read_state_dict",
     "read_structured_file",
+    "require_protocol",
     "resample_pos_embed",
     "resolve_layer",
+    "resolve_spec",
     "stored_keys",
     "text_config_reader",
+    "torch_dtype",
+    "torchrun_env",
     "unwrap_state_dict",
 ]

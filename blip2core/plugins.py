@@ -19,13 +19,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from blip2core import hookspecs
 from blip2core.errors import Blip2Error, DuplicateComponentError
 from blip2core.registry import Component, HFConfigClaim, Registry
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 BUILTIN_DISTRIBUTION = "blip2core"
 BUILTIN_MODULES = ("blip2core.bridges.plugin", "blip2core.preprocess.plugin")
@@ -163,16 +166,17 @@ class Plugins:
         for hook_name, kind in hookspecs.COMPONENT_HOOKS.items():
             registered: list[Component] = []
 
-            def register(
+            def add(
                 name: str,
-                factory: Any,
+                factory: Callable[..., Any],
                 *,
-                options: Any = None,
+                options: type[BaseModel] | None = None,
                 description: str = "",
                 _kind: str = kind,
             ) -> None:
                 registered.append(Component(_kind, name, factory, options, description, info.distribution))
 
+            register: hookspecs.Register = add
             try:
                 self._hook_of(hook_name, module)(register=register)
             except Exception as exc:
@@ -194,9 +198,10 @@ class Plugins:
         """Run ``register_hf_configs``; its claims are added only if the whole hook succeeds."""
         claims: list[HFConfigClaim] = []
 
-        def register(part: str, model_type: str, reader: Any) -> None:
+        def claim(part: hookspecs.HFConfigPart, model_type: str, reader: hookspecs.HFConfigReader) -> None:
             claims.append(HFConfigClaim(part, model_type, reader, info.distribution))
 
+        register: hookspecs.RegisterHFConfig = claim
         try:
             self._hook_of("register_hf_configs", module)(register=register)
         except Exception as exc:

@@ -1,7 +1,22 @@
 """The contracts a component must meet. Code written against these keeps working.
 
 Shapes use B = batch, N = vision tokens, C = vision width, Q = query tokens, H = bridge
-hidden size, D = LLM hidden size, T = text tokens, V = vocabulary size.
+hidden size, E = ITC embedding width, D = LLM hidden size, T = text tokens, V = vocabulary size.
+
+Required of every component of its kind: ``VisionEncoder``, ``Bridge``, ``LanguageModel``,
+``Preprocessor``, ``Task``, ``Loss``, ``Quantizer``.
+
+Optional: the core checks them with ``isinstance`` where it needs them, and an operation that
+needs a capability a component lacks raises ``MissingProtocolError`` naming both:
+
+- ``InstructionAwareBridge``: the bridge reads the question / prompt (InstructBLIP).
+- ``TextBridge``: the bridge's text side (ITC / ITM / ITG): ``match``, ``retrieve``, ``classify``,
+  text and multimodal ``extract_features``, the runner's itc / itm / itg losses.
+- ``GenerationDefaults``: the LLM says which tokens end a generated sequence and which pad it.
+- ``SupportsPrefixCache``: the LLM reuses the key/value cache of one image's soft prompt for
+  many questions (``answer(prefix_cache=True)``); without it every question runs in full.
+- ``BatchPreprocessor``: the preprocessor lists bad inputs instead of raising (``blip2 features``).
+- ``LoadsForeignCheckpoints``, ``LoadsOwnWeights``: how a component takes part in loading weights.
 
 All protocols are ``runtime_checkable``: ``isinstance(obj, VisionEncoder)`` checks that the
 attributes and methods exist (not their signatures).
@@ -11,12 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
 
+from blip2core.errors import Blip2Error
 from blip2core.preprocess_config import PreprocessConfig
+
+if TYPE_CHECKING:
+    from blip2core.preprocess.preprocessor import BatchResult
+
+P = TypeVar("P")
 
 
 @runtime_checkable
@@ -101,6 +122,90 @@ def reads_instruction(bridge: Any) -> bool:
     return isinstance(bridge, InstructionAwareBridge) and bool(bridge.instruction_aware)
 
 
+@runtime_checkable
+class TextBridge(Protocol):
+    """Optional: a bridge with BLIP-2's text side, what ITC, ITM, ITG and text features need.
+
+    Used by ``match`` / ``retrieve`` / ``classify`` (``blip2core.inference``), ``extract_features``
+    in modes "text" and "multimodal" (and ``image_embeds_proj`` in mode "image"), LAVIS's
+    feature-extractor / ITM models (``blip2core.compat.lavis``) and the runner's itc / itm / itg
+    losses. The built-in ``qformer`` bridge implements it. The image side of every method takes
+    vision tokens (``Pipeline.encode_vision``), not pixels; the ITC similarity of an image and a
+    text is the best query's cosine (``blip2core.bridges.qformer.heads.query_text_similarity``).
+
+    Attributes:
+        has_text_heads: False when this instance was built without its text side (e.g. the
+            Q-Former of a ``Blip2ForConditionalGeneration`` checkpoint); its text methods then raise.
+        tokenizer: the Hugging Face tokenizer of the text side (BERT's for the Q-Former), or None.
+        max_text_tokens: the longest text ``text_features`` accepts (position embeddings), or None.
+        num_query_tokens: Q.
+        temp: the learned ITC temperature, a scalar tensor (``nn.Parameter`` when trainable), or
+            None without text heads; ITC logits are similarities / ``temp``.
+    """
+
+    has_text_heads: bool
+    tokenizer: Any
+    max_text_tokens: int | None
+    num_query_tokens: int
+    temp: torch.Tensor | None
+
+    def encode_queries(
+        self, vision_tokens: torch.Tensor, vision_attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """vision_tokens [B, N, C] (+ mask [B, N]) -> query_output [B, Q, H], without reading any
+        instruction (the image side of ITC)."""
+        ...
+
+    def image_embeds_proj(self, query_output: torch.Tensor) -> torch.Tensor:
+        """query_output [B, Q, H] -> L2-normalised ITC query embeddings [B, Q, E]."""
+        ...
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text-only pass: input_ids [B, T] long (+ attention_mask [B, T]) -> hidden [B, T, H]."""
+        ...
+
+    def text_embeds_proj(self, text_hidden: torch.Tensor) -> torch.Tensor:
+        """text_hidden [B, T, H] -> L2-normalised ITC text embedding [B, E] (of the first token)."""
+        ...
+
+    def text_tokens_proj(self, text_hidden: torch.Tensor) -> torch.Tensor:
+        """text_hidden [B, T, H] -> L2-normalised ITC projection of every token [B, T, E]."""
+        ...
+
+    def multimodal_features(
+        self,
+        vision_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        vision_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pairs (image b with text b): vision_tokens [B, N, C], input_ids / attention_mask [B, T]
+        -> hidden [B, Q+T, H] of one joint, bi-directional pass (queries first)."""
+        ...
+
+    def itm_logits(
+        self,
+        vision_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        vision_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pairs: vision_tokens [B, N, C], input_ids / attention_mask [B, T] -> match logits [B, 2]
+        (index 1 = "matches")."""
+        ...
+
+    def itg_logits(
+        self,
+        vision_tokens: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        vision_attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Image-grounded text generation: vision_tokens [B, N, C], input_ids / attention_mask [B, T]
+        -> next-token logits [B, T, V] (position t predicts token t+1)."""
+        ...
+
+
 @dataclass
 class LanguageModelOutput:
     """logits [B, T, V] float; loss: scalar, present when labels were given."""
@@ -145,6 +250,45 @@ class LanguageModel(Protocol):
 
 
 @runtime_checkable
+class GenerationDefaults(Protocol):
+    """Optional on a LanguageModel: the token ids that end a generated sequence and pad it.
+
+    ``caption`` / ``answer`` stop at ``[*stop_token_ids, *eos_token_ids]`` and pad with
+    ``pad_token_id``; the runner's LM loss ends each target with ``stop_token_ids[0]`` when there
+    is one. Without it: no stop tokens beyond what ``generate`` does itself, the tokenizer's pad id.
+
+    Attributes:
+        stop_token_ids: tokens that end an answer besides EOS (OPT in BLIP-2: ``"\\n"``), or ().
+        eos_token_ids: the model's end-of-sequence ids (may be several, or none).
+        pad_token_id: what ``generate`` pads finished rows with, or None.
+    """
+
+    stop_token_ids: tuple[int, ...]
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int | None
+
+
+@runtime_checkable
+class SupportsPrefixCache(Protocol):
+    """Optional on a LanguageModel: run once over a shared prefix (one image's soft prompt) and
+    continue every prompt about that image from the cached keys / values.
+
+    ``answer(one image, many questions, prefix_cache=True)`` uses it; the answers equal those of
+    uncached generation. The transformers-backed language models implement it.
+    """
+
+    def build_prefix_cache(self, prefix_embeds: torch.Tensor) -> Any:
+        """prefix_embeds [1, P, D] -> an opaque cache of the model's keys / values over the P positions."""
+        ...
+
+    def prefix_cache_kwargs(self, cache: Any, rows: int) -> dict[str, Any]:
+        """Keyword arguments for ``generate`` that continue from ``cache`` for ``rows`` rows
+        (prompts x beams), whose inputs start with the cached prefix; ``cache`` itself is not
+        changed (``generate`` gets a private copy)."""
+        ...
+
+
+@runtime_checkable
 class Preprocessor(Protocol):
     """Turns user images into the pixel_values an encoder expects.
 
@@ -155,6 +299,20 @@ class Preprocessor(Protocol):
 
     def __call__(self, images: Sequence[Any], *, train: bool = False) -> torch.Tensor:
         """images (paths, bytes, PIL, arrays, tensors) -> pixel_values [B, 3, S, S] float32."""
+        ...
+
+
+@runtime_checkable
+class BatchPreprocessor(Protocol):
+    """Optional on a Preprocessor: a batch whose bad inputs are listed instead of raised.
+
+    ``blip2core.inference.images.load_batch`` (``blip2 features`` over a folder) uses it; without
+    it one bad input fails the whole batch.
+    """
+
+    def preprocess_batch(self, images: Sequence[Any], *, train: bool = False) -> BatchResult:
+        """images -> ``BatchResult``: pixel_values [G, 3, S, S] float32 of the G inputs that loaded,
+        their indices and names, and one failure (index, name, message) per input that did not."""
         ...
 
 
@@ -180,6 +338,12 @@ class Task(Protocol):
     data_fields: tuple[str, ...]
     losses: Mapping[str, float]
     metrics: tuple[str, ...]
+
+    def text_batch(self, examples: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+        """The text part of a training batch of B examples: lists of B entries under the keys this
+        task's losses read (e.g. ``"prompt"``, ``"target"``, ``"instruction"``, ``"text_input"``);
+        the trainer adds the images."""
+        ...
 
     def evaluate(self, pipeline: nn.Module, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         """Compute this task's metrics on examples."""
@@ -218,3 +382,55 @@ class LoadsForeignCheckpoints(Protocol):
         """Copy the weights in; returns (missing keys, unexpected keys) in the component's own names
         (missing) and the source's names (unexpected)."""
         ...
+
+
+@runtime_checkable
+class LoadsOwnWeights(Protocol):
+    """Optional: a component that may load its pretrained weights itself when built.
+
+    Attributes:
+        weights_loaded: True when it did; a checkpoint that covers only part of it then leaves
+            the rest as loaded instead of reporting it missing.
+    """
+
+    weights_loaded: bool
+
+
+class MissingProtocolError(Blip2Error):
+    """An operation needs an optional protocol that a pipeline's component does not implement."""
+
+
+def require_protocol(
+    component: Any, protocol: type[P], needed_by: str, role: str = "component", name: str | None = None
+) -> P:
+    """``component`` when it implements ``protocol``; else a ``MissingProtocolError`` saying which
+    operation needs which protocol (and its members) and which component lacks it.
+
+    Args:
+        needed_by: the operation, e.g. ``"retrieve"`` or ``"the itc loss"``.
+        role: what the component is in the pipeline: ``"bridge"``, ``"language model"``, ...
+        name: the component's registered name (the spec's), when known.
+    """
+    if isinstance(component, protocol):
+        return component
+    members = ", ".join(protocol_members(protocol))
+    kind = type(component)
+    called = f"{name!r} ({kind.__module__}.{kind.__qualname__})" if name else f"{kind.__module__}.{kind.__qualname__}"
+    raise MissingProtocolError(
+        f"{needed_by} needs a {role} that implements {protocol.__module__}.{protocol.__qualname__} "
+        f"({members}); this pipeline's {role} {called} does not"
+    )
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names ``isinstance(obj, protocol)`` checks, sorted."""
+    members = getattr(protocol, "__protocol_attrs__", None)  # Python >= 3.12
+    if members is None:
+        members = {
+            member
+            for cls in protocol.__mro__[:-1]
+            if cls is not Protocol and getattr(cls, "_is_protocol", False)
+            for member in (*vars(cls), *vars(cls).get("__annotations__", {}))
+            if not member.startswith("_")
+        }
+    return sorted(members)

@@ -93,3 +93,38 @@ def test_documented_llm_plugin_loads_hf_blip2_folders_with_its_text_model(instal
     info = next(i for i in Plugins().infos if i.distribution == "acme-qwen2")
     assert info.status == "ok" and [(c.part, c.model_type) for c in info.hf_configs] == [("text", "qwen2")]
     assert run_documented_tests("# tests/test_acme_qwen2.py", tmp_path) == 1
+
+
+def test_documented_vision_encoder_serves_captioning_retrieval_features_and_training(installed_doc_plugin, tmp_path):
+    """The documented acme-vit, written only against the SDK, under every job of the pipeline: captions,
+    retrieval (ITC + ITM), features of each mode, and a few training steps of the runner."""
+    from PIL import Image
+
+    from blip2_runner.testing import tiny_run_config
+    from blip2_runner.trainer import Trainer
+
+    config = tiny_run_config(tmp_path, task="vqa", steps=3, batch_size=4, train_limit=8, eval_limit=4)
+    config["pipeline"]["vision"] = {"name": "acme-vit", "options": {"image_size": 32, "patch_size": 8, "width": 32}}
+    config["output_dir"] = str(tmp_path / "out")
+    pipe = load_pipeline(PipelineSpec.from_dict(config["pipeline"]), registry=Plugins().registry)
+    images = [Image.new("RGB", (40, 40), colour) for colour in ("red", "blue")]
+    texts = ["a red square", "a blue square", "a green circle"]
+
+    captions = pipe.caption(images, max_new_tokens=3)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    found = pipe.retrieve(images, texts, k=2)
+    assert len(found["image_to_text"]) == 2 and all(len(row) == 2 for row in found["image_to_text"])
+    image_features = pipe.extract_features(images, mode="image")
+    assert image_features.image_embeds.shape == (2, 8, 32)  # [B, Q, H]: 8 queries of the Q-Former's width
+    text_features = pipe.extract_features(texts=texts, mode="text")
+    assert text_features.text_embeds.shape[0] == 3
+    both = pipe.extract_features(images, texts[:2], mode="multimodal")
+    assert both.multimodal_embeds.shape[:2] == (2, 8)
+
+    trainer = Trainer(config)
+    assert type(trainer.pipeline.vision).__module__ == "acme_vit.plugin"
+    before = {k: v.clone() for k, v in trainer.pipeline.bridge.state_dict().items()}
+    result = trainer.train()
+    assert result.step == 3 and result.skipped_steps == 0
+    after = trainer.pipeline.bridge.state_dict()
+    assert any(not torch.equal(after[k], v) for k, v in before.items())

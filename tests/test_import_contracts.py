@@ -99,3 +99,61 @@ def test_sdk_contract_keeps_a_plugin_that_imports_only_the_sdk(tmp_path):
         """,
     })
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_acyclic_contract_on(tmp_path: Path, modules: dict[str, str]) -> subprocess.CompletedProcess:
+    """lint-imports with the repository's acyclic contract (and its session options), applied to
+    one package ``acme`` whose modules are written into tmp_path."""
+    config = importlinter_config()
+    acyclic = contract(config, "core-is-acyclic")
+    package = tmp_path / "acme"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name, source in modules.items():
+        (package / f"{name}.py").write_text(textwrap.dedent(source))
+    lines = ["[importlinter]", "root_packages =\n    acme",
+             f"exclude_type_checking_imports = {str(config['exclude_type_checking_imports']).lower()}", "",
+             "[importlinter:contract:acyclic]", f"name = {acyclic['name']}", f"type = {acyclic['type']}",
+             "ancestors =\n    acme"]
+    (tmp_path / "importlinter.ini").write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(tmp_path / "importlinter.ini"), "--no-cache"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_the_core_is_held_acyclic_and_type_checking_imports_do_not_count():
+    config = importlinter_config()
+    acyclic = contract(config, "core-is-acyclic")
+    assert acyclic["type"] == "acyclic_siblings" and acyclic["ancestors"] == ["blip2core"]
+    assert config["exclude_type_checking_imports"] is True
+
+
+def test_acyclic_contract_refuses_a_cycle_and_allows_an_annotation_only_back_import(tmp_path):
+    pipeline = """
+        def caption(pipe):
+            from acme.inference import caption
+
+            return caption(pipe)
+    """
+    cyclic = run_acyclic_contract_on(tmp_path / "cyclic", {
+        "pipeline": pipeline,
+        "inference": "from acme.pipeline import caption as _\n\ndef caption(pipe):\n    return ''\n",
+    })
+    assert cyclic.returncode == 1, cyclic.stdout + cyclic.stderr
+    assert "No cycles are allowed in acme" in cyclic.stdout
+    annotated = run_acyclic_contract_on(tmp_path / "annotated", {
+        "pipeline": pipeline,
+        "inference": """
+            from __future__ import annotations
+            from typing import TYPE_CHECKING
+
+            if TYPE_CHECKING:
+                from acme.pipeline import caption as _
+
+            def caption(pipe) -> str:
+                return ""
+        """,
+    })
+    assert annotated.returncode == 0, annotated.stdout + annotated.stderr

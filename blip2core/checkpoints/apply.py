@@ -12,7 +12,7 @@ from blip2core.checkpoints.copying import copy_into, frozen_parameter_names
 from blip2core.checkpoints.files import read_state_dict
 from blip2core.checkpoints.layouts import SLOTS, detect_layout, split_by_slot
 from blip2core.errors import CheckpointError
-from blip2core.protocols import LoadsForeignCheckpoints
+from blip2core.protocols import LoadsForeignCheckpoints, LoadsOwnWeights
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def load_checkpoints(
     # a component that loaded its own pretrained weights (``weights_loaded = True``) is complete
     # already: a checkpoint may update part of it (LAVIS saves ln_vision but not the ViT)
     still_missing: dict[str, set[str]] = {
-        slot: set() for slot, module in components.items() if getattr(module, "weights_loaded", False)
+        slot: set() for slot, module in components.items() if isinstance(module, LoadsOwnWeights) and module.weights_loaded
     }
     for source in sources:
         state = read_state_dict(source)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from blip2core.errors import Blip2Error
+from blip2core.protocols import TextBridge
 
 #: how a model is used: "opt" = image-to-text with an LLM; "qformer" = features / matching
 Kind = Literal["opt", "qformer"]
@@ -315,7 +316,7 @@ def load_model_and_preprocess(
     pipeline = load_pipeline(source, device=str(device))
     if kind == "opt" and pipeline.llm is None:
         raise Blip2Error(f"{name}/{model_type} -> {source}: has no language model, so it cannot generate text")
-    if kind == "qformer" and getattr(pipeline.bridge, "itm_head", None) is None:
+    if kind == "qformer" and not (isinstance(pipeline.bridge, TextBridge) and pipeline.bridge.has_text_heads):
         raise Blip2Error(f"{name}/{model_type} -> {source}: its Q-Former has no ITC / ITM heads "
                          "(a Blip2ForImageTextRetrieval checkpoint has them)")
     if pipeline.preprocessor is None:

@@ -1,5 +1,8 @@
 """``extract_features``: Q-Former embeddings with LAVIS's field names (``BlipOutputFeatures``).
 
+Modes "text" and "multimodal" (and ``image_embeds_proj``) need the bridge's text side
+(``blip2core.protocols.TextBridge``). Images go through the vision encoder once and the bridge once.
+
 Shapes: B images, T texts (the same number in multimodal mode), Q queries, H Q-Former width,
 E ITC width, L text tokens.
 """
@@ -11,11 +14,11 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from blip2core.inference.images import check_pixel_values, load_images
 from blip2core.inference.state import exclusive
 from blip2core.inference.text import as_text_list, require_text_side, tokenize
+from blip2core.protocols import TextBridge
 
 if TYPE_CHECKING:
     from blip2core.pipeline import Pipeline
@@ -92,38 +95,40 @@ def features_from_pixels(
         if mode == "image":
             return image_features(pipe, check_pixel_values(pipe, pixel_values))
         bridge = require_text_side(pipe, f"extract_features(mode={mode!r})")
-        ids, mask = tokenize(pipe, texts)
+        ids, mask = tokenize(bridge, texts, pipe.device)
         if mode == "text":
             hidden = bridge.text_features(ids, mask)
-            return Features(text_embeds=hidden, text_embeds_proj=F.normalize(bridge.text_projection(hidden), dim=-1))
+            return Features(text_embeds=hidden, text_embeds_proj=bridge.text_tokens_proj(hidden))
         pixel_values = check_pixel_values(pipe, pixel_values)
-        vision_tokens = pipe.encode_images(pixel_values).vision_tokens
-        vision_tokens, ids, mask = pair_up(vision_tokens, ids, mask)
-        hidden = bridge.multimodal_features(vision_tokens, ids, mask)
+        vision_tokens = pipe.encode_vision(pixel_values)  # the joint pass below is the only bridge pass
+        hidden = bridge.multimodal_features(*pair_up(vision_tokens, ids, mask))
         return Features(multimodal_embeds=hidden[:, : bridge.num_query_tokens, :])
 
 
 def image_features(pipe: Pipeline, pixel_values: torch.Tensor) -> Features:
-    """pixel_values [B, 3, S, S] -> image_embeds [B, Q, H] (+ image_embeds_proj [B, Q, E] with ITC heads)."""
+    """pixel_values [B, 3, S, S] -> image_embeds [B, Q, H] (+ image_embeds_proj [B, Q, E] when the
+    bridge is a ``TextBridge`` with text heads): one vision pass, one bridge pass."""
     query_output = pipe.encode_images(pixel_values).query_output
     bridge = pipe.bridge
-    has_itc = getattr(bridge, "vision_projection", None) is not None and hasattr(bridge, "image_embeds_proj")
+    has_itc = isinstance(bridge, TextBridge) and bridge.has_text_heads
     projected = bridge.image_embeds_proj(query_output) if has_itc else None
     return Features(image_embeds=query_output, image_embeds_proj=projected)
 
 
-def pair_up(
-    vision_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Broadcast one image to P texts or one text to P images; otherwise the counts must agree."""
-    images, texts = vision_tokens.shape[0], ids.shape[0]
-    if images == texts:
-        return vision_tokens, ids, mask
-    if images == 1:
-        return vision_tokens.expand(texts, -1, -1), ids, mask
-    if texts == 1:
-        return vision_tokens, ids.expand(images, -1), mask.expand(images, -1)
+def pair_count(images: int, texts: int) -> int:
+    """P, the number of image-text pairs: one image with P texts, one text with P images, or P of
+    each; a ValueError naming both counts otherwise."""
+    if images == texts or images == 1 or texts == 1:
+        return max(images, texts)
     raise ValueError(f"got {images} images and {texts} texts: pair them one to one, or give one image or one text")
+
+
+def pair_up(images: torch.Tensor, *texts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Pair image rows with text rows (``pair_count``), broadcasting a single image or text
+    without copying. images [I, ...] (vision tokens [I, N, C], ITC embeddings [I, Q, E]), texts
+    each [T, ...] (ids / mask [T, L], embeddings [T, E]) -> the same with P rows each."""
+    pairs = pair_count(images.shape[0], texts[0].shape[0])
+    return tuple(t.expand(pairs, *t.shape[1:]) for t in (images, *texts))
 
 
 def _check_mode(mode: str) -> None:

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from blip2core.errors import Blip2Error
+from blip2core.protocols import BatchPreprocessor, Preprocessor
 
 if TYPE_CHECKING:
     from blip2core.pipeline import Pipeline
     from blip2core.preprocess import BatchResult
 
 
-def _preprocessor(pipe: Pipeline) -> Any:
+def _preprocessor(pipe: Pipeline) -> Preprocessor:
     if pipe.preprocessor is None:
         raise Blip2Error(
             "this pipeline has no preprocessor (no 'standard' component registered and none in its spec): "
@@ -46,16 +47,16 @@ def load_images(pipe: Pipeline, images: Any) -> torch.Tensor:
 
 def load_batch(pipe: Pipeline, images: Any) -> BatchResult:
     """Like ``load_images`` but bad inputs are listed (``result.failures``: index, name, message)
-    instead of raised; ``result.pixel_values`` [G, 3, S, S] holds the G good ones."""
+    instead of raised; ``result.pixel_values`` [G, 3, S, S] holds the G good ones. A preprocessor
+    without ``blip2core.protocols.BatchPreprocessor`` loads all or nothing (its error is raised)."""
     preprocessor = _preprocessor(pipe)
-    batch = getattr(preprocessor, "preprocess_batch", None)
-    if batch is None:  # a plugin preprocessor without the batch API: all or nothing
-        from blip2core.preprocess import BatchResult
+    if isinstance(preprocessor, BatchPreprocessor):
+        return preprocessor.preprocess_batch(images)
+    from blip2core.preprocess import BatchResult
 
-        values = preprocessor(images)
-        count = values.shape[0]
-        return BatchResult(values, list(range(count)), [f"item {i}" for i in range(count)], [])
-    return batch(images)
+    values = preprocessor(images)
+    count = values.shape[0]
+    return BatchResult(values, list(range(count)), [f"item {i}" for i in range(count)], [])
 
 
 def check_pixel_values(pipe: Pipeline, pixel_values: Any, what: str = "pixel_values") -> torch.Tensor:

@@ -1,6 +1,11 @@
-"""Image-text scores from the Q-Former's heads: ITM (match probability) and ITC (cosine).
+"""Image-text scores from the bridge's text heads (``blip2core.protocols.TextBridge``): ITM
+(match probability) and ITC (cosine).
 
-Shapes: I images, T texts, P pairs, Q queries, E ITC width, L text tokens.
+Each image goes through the vision encoder once (``Pipeline.encode_vision``); the bridge then runs
+only the pass a score needs: the query pass for ITC, the joint image-text pass for ITM.
+
+Shapes: I images, T texts, P pairs, N vision tokens, C vision width, Q queries, E ITC width,
+L text tokens.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from blip2core.inference.features import pair_up
+from blip2core.bridges.qformer.heads import query_text_similarity
+from blip2core.inference.features import pair_count, pair_up
 from blip2core.inference.images import check_pixel_values, load_images
 from blip2core.inference.state import exclusive
 from blip2core.inference.text import MAX_MATCH_TOKENS, as_text_list, require_text_side, tokenize
+from blip2core.protocols import TextBridge
 
 if TYPE_CHECKING:
     from blip2core.pipeline import Pipeline
@@ -55,16 +62,16 @@ def pair_scores(pipe: Pipeline, pixel_values: torch.Tensor, texts: list[str], me
     pixel_values = check_pixel_values(pipe, pixel_values)
     with exclusive(pipe):
         bridge = require_text_side(pipe, f"match(method={method!r})")
-        ids, mask = tokenize(pipe, texts, MAX_MATCH_TOKENS)
-        vision_tokens = pipe.encode_images(pixel_values).vision_tokens
-        vision_tokens, ids, mask = pair_up(vision_tokens, ids, mask)
+        ids, mask = tokenize(bridge, texts, pipe.device, MAX_MATCH_TOKENS)
+        vision_tokens = pipe.encode_vision(pixel_values)  # [I, N, C]
         if method == "itm":
-            return itm_logits(bridge, vision_tokens, ids, mask)
-        image_proj, text_proj = itc_embeddings(bridge, vision_tokens, ids, mask)  # [P, Q, E], [P, E]
-        return torch.einsum("pqe,pe->pq", image_proj, text_proj).amax(dim=1)
+            return itm_logits(bridge, *pair_up(vision_tokens, ids, mask))
+        pair_count(vision_tokens.shape[0], ids.shape[0])  # refuse unpairable counts before any bridge pass
+        image_proj, text_proj = itc_embeddings(bridge, vision_tokens, ids, mask)  # [I, Q, E], [T, E]
+        return query_text_similarity(*pair_up(image_proj, text_proj), paired=True)  # [P]
 
 
-def itm_logits(bridge: Any, vision_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def itm_logits(bridge: TextBridge, vision_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Pairs vision_tokens [P, N, C], ids / mask [P, L] -> ITM logits [P, 2], in chunks of ``ITM_CHUNK``."""
     parts = [
         bridge.itm_logits(vision_tokens[i : i + ITM_CHUNK], ids[i : i + ITM_CHUNK], mask[i : i + ITM_CHUNK])
@@ -74,9 +81,10 @@ def itm_logits(bridge: Any, vision_tokens: torch.Tensor, ids: torch.Tensor, mask
 
 
 def itc_embeddings(
-    bridge: Any, vision_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    bridge: TextBridge, vision_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image query projections [I, Q, E], text [CLS] projections [T, E]), L2-normalised."""
+    """vision_tokens [I, N, C], ids / mask [T, L] -> (image query projections [I, Q, E], text [CLS]
+    projections [T, E]), L2-normalised: one query pass and one text pass of the bridge."""
     image_proj = bridge.image_embeds_proj(bridge.encode_queries(vision_tokens))
     text_proj = bridge.text_embeds_proj(bridge.text_features(ids, mask))
     return image_proj, text_proj

@@ -1,6 +1,10 @@
 """``retrieve`` (ITC top-k re-scored with ITM, as BLIP-2 evaluates retrieval) and zero-shot ``classify``.
 
-Shapes: I images, T texts, K candidates kept, Q queries, E ITC width.
+Both need the bridge's text side (``blip2core.protocols.TextBridge``). Each image goes through
+the vision encoder once (``Pipeline.encode_vision``) and the bridge's query pass once; ITM then
+runs one joint pass per candidate pair.
+
+Shapes: I images, T texts, K candidates kept, N vision tokens, C vision width, Q queries, E ITC width.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ def retrieve(
     pixel_values = load_images(pipe, images)
     with exclusive(pipe):
         bridge = require_text_side(pipe, "retrieve")
-        ids, mask = tokenize(pipe, text_list, MAX_MATCH_TOKENS)
-        vision_tokens = pipe.encode_images(pixel_values).vision_tokens  # [I, N, C]
+        ids, mask = tokenize(bridge, text_list, pipe.device, MAX_MATCH_TOKENS)
+        vision_tokens = pipe.encode_vision(pixel_values)  # [I, N, C]
         image_proj, text_proj = itc_embeddings(bridge, vision_tokens, ids, mask)
         itc = query_text_similarity(image_proj, text_proj).float().cpu()  # [I, T]
         i2t = itc.topk(min(k, itc.shape[1]), dim=1).indices.tolist()  # [I, K] text indices
@@ -106,12 +110,12 @@ def classify_pixels(
     pixel_values = check_pixel_values(pipe, pixel_values)
     with exclusive(pipe):
         bridge = require_text_side(pipe, "classify")
-        ids, mask = tokenize(pipe, texts, MAX_MATCH_TOKENS)
-        vision_tokens = pipe.encode_images(pixel_values).vision_tokens
+        ids, mask = tokenize(bridge, texts, pipe.device, MAX_MATCH_TOKENS)
+        vision_tokens = pipe.encode_vision(pixel_values)  # [I, N, C]
         if method == "itc":
             image_proj, text_proj = itc_embeddings(bridge, vision_tokens, ids, mask)
-            temperature = float(bridge.temp) if getattr(bridge, "temp", None) is not None else INITIAL_TEMPERATURE
-            logits = query_text_similarity(image_proj, text_proj) / temperature  # [I, L]
+            temperature = float(bridge.temp) if bridge.temp is not None else INITIAL_TEMPERATURE
+            logits = query_text_similarity(image_proj, text_proj, temperature)  # [I, L]
         else:
             images_count, labels_count = vision_tokens.shape[0], len(texts)
             rows = torch.arange(images_count, device=vision_tokens.device).repeat_interleave(labels_count)

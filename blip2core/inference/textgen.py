@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from blip2core.encoding import ImageEncoding
 from blip2core.errors import Blip2Error
 from blip2core.inference.generation import GenerationSettings
-from blip2core.inference.prefix_cache import cache_argument, expanded_copy, supports_prefix_cache
-from blip2core.pipeline import ImageEncoding
+from blip2core.llm.wrapper import TransformersLanguageModel
+from blip2core.protocols import GenerationDefaults, SupportsPrefixCache, require_protocol
 
 if TYPE_CHECKING:
     from blip2core.pipeline import Pipeline
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 def llm_tokenizer(pipe: Pipeline) -> Any:
     llm = pipe.require_llm()
-    tokenizer = getattr(llm, "tokenizer", None)
+    tokenizer = llm.tokenizer
     if tokenizer is None:
         raise Blip2Error(
             "this pipeline's language model has no tokenizer, so prompts cannot be tokenised and outputs "
@@ -49,19 +50,18 @@ def tokenize_prompts(pipe: Pipeline, prompts: list[str]) -> tuple[torch.Tensor, 
 
 
 def stop_and_pad_ids(pipe: Pipeline) -> tuple[list[int], int | None]:
-    """(ids that end a sequence: the LLM's ``stop_token_ids`` (OPT: "\\n") then its EOS; the pad id)."""
+    """(ids that end a sequence: the LLM's ``stop_token_ids`` (OPT: "\\n") then its EOS; the pad id).
+
+    From the LLM's ``blip2core.protocols.GenerationDefaults``; an LLM without it: no stop ids
+    (its ``generate`` applies its own), its tokenizer's pad id."""
     llm = pipe.require_llm()
-    model = getattr(llm, "model", None)
-    generation_config = getattr(model, "generation_config", None)
-    eos = getattr(generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(getattr(model, "config", None), "eos_token_id", None)
-    eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-    stops = list(dict.fromkeys([*getattr(llm, "stop_token_ids", ()), *eos_ids]))
-    pad = getattr(generation_config, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(getattr(llm, "tokenizer", None), "pad_token_id", None)
-    return stops, pad
+    if isinstance(llm, GenerationDefaults):
+        stops = list(dict.fromkeys([*llm.stop_token_ids, *llm.eos_token_ids]))
+        pad = llm.pad_token_id
+        if pad is None:
+            pad = getattr(llm.tokenizer, "pad_token_id", None)
+        return stops, pad
+    return [], getattr(llm.tokenizer, "pad_token_id", None)
 
 
 def generation_kwargs(pipe: Pipeline, settings: GenerationSettings) -> dict[str, Any]:
@@ -71,11 +71,7 @@ def generation_kwargs(pipe: Pipeline, settings: GenerationSettings) -> dict[str,
 
 def expand_encoding(encoding: ImageEncoding, batch: int) -> ImageEncoding:
     """One image's encoding (batch 1) repeated, without copying, for ``batch`` prompts."""
-    return ImageEncoding(
-        *(t.expand(batch, *t.shape[1:]) for t in (
-            encoding.vision_tokens, encoding.query_output, encoding.llm_inputs, encoding.llm_attention_mask
-        ))
-    )
+    return encoding.expand(batch)
 
 
 def generate_ids(
@@ -89,24 +85,28 @@ def generate_ids(
     """Generate after image + prompt: encoding [B, Q, D], prompt_ids / prompt_mask [B, T]
     -> new token ids [B * num_return_sequences, L] (rows of one input are adjacent).
 
-    ``prefix_cache``: the LLM cache over one image's soft prompt (``build_prefix_cache``); every
-    row must then carry that image's encoding.
+    ``prefix_cache``: the LLM cache over one image's soft prompt (``build_prefix_cache``; the LLM
+    implements ``blip2core.protocols.SupportsPrefixCache``); every row must then carry that
+    image's encoding.
+
+    A transformers language model also gets the Hugging Face ids (``<image>`` x Q + prompt) as
+    ``input_ids``, so that logits processors see the context transformers' BLIP-2 gives them.
     """
     llm = pipe.require_llm()
     embeds, mask = pipe.build_llm_inputs(encoding, prompt_ids, prompt_mask)
     check_length(llm, embeds.shape[1], prompt_ids.shape[1], settings.max_new_tokens)
     kwargs = generation_kwargs(pipe, settings)
-    transformers_llm = supports_prefix_cache(llm)
     hf_ids = None
+    transformers_llm = isinstance(llm, TransformersLanguageModel)
     if transformers_llm and pipe.image_token_id is not None and embeds.shape[1] == mask.shape[1] > prompt_ids.shape[1]:
         queries = embeds.shape[1] - prompt_ids.shape[1]
         image = torch.full_like(prompt_ids[:, :1], pipe.image_token_id).expand(-1, queries)
         hf_ids = torch.cat([image, prompt_ids], dim=1)
         kwargs["input_ids"] = hf_ids
     if prefix_cache is not None:
-        if not transformers_llm:
-            raise Blip2Error(f"prefix caching needs a transformers language model, not {type(llm).__name__}")
-        kwargs[cache_argument(llm.model)] = expanded_copy(prefix_cache, prompt_ids.shape[0] * settings.expand_size)
+        name = pipe.spec.llm.name if pipe.spec.llm is not None else None
+        cached = require_protocol(llm, SupportsPrefixCache, "generating from a prefix cache", "language model", name)
+        kwargs.update(cached.prefix_cache_kwargs(prefix_cache, prompt_ids.shape[0] * settings.expand_size))
     output = llm.generate(embeds, mask, **kwargs)
     return output[:, hf_ids.shape[1]:] if hf_ids is not None else output
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from blip2core.errors import CheckpointError
+from blip2core.llm import kv_cache
 from blip2core.llm.foreign import map_foreign_keys
 from blip2core.llm.loss import causal_lm_loss, positions_from_mask
 from blip2core.protocols import LanguageModelOutput
@@ -32,6 +33,10 @@ class TransformersLanguageModel(nn.Module):
             BLIP-2 captioning: the id of ``"\\n"``). Not applied by ``generate`` itself: pass
             ``eos_token_id=[*llm.stop_token_ids, eos]`` to use them.
         weights_loaded: True when pretrained weights were loaded (not a random-init config).
+
+    Besides ``LanguageModel`` it implements ``GenerationDefaults`` (``stop_token_ids``,
+    ``eos_token_ids``, ``pad_token_id``), ``SupportsPrefixCache``, ``LoadsOwnWeights`` and
+    ``LoadsForeignCheckpoints`` (``blip2core.protocols``).
     """
 
     def __init__(
@@ -58,6 +63,29 @@ class TransformersLanguageModel(nn.Module):
     def config(self) -> Any:
         """The transformers config of the wrapped model."""
         return self.model.config
+
+    # -- GenerationDefaults ---------------------------------------------------------------
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The model's end-of-sequence ids: its generation config's, else its config's (maybe none)."""
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if eos is None:
+            eos = getattr(self.model.config, "eos_token_id", None)
+        return (eos,) if isinstance(eos, int) else tuple(eos or ())
+
+    @property
+    def pad_token_id(self) -> int | None:
+        """The pad id of the model's generation config, or None (callers fall back to the tokenizer's)."""
+        return getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
+
+    # -- SupportsPrefixCache --------------------------------------------------------------
+    def build_prefix_cache(self, prefix_embeds: torch.Tensor) -> Any:
+        """prefix_embeds [1, P, D] -> the transformers key/value cache over the P positions."""
+        return kv_cache.prefix_cache(self.model, prefix_embeds)
+
+    def prefix_cache_kwargs(self, cache: Any, rows: int) -> dict[str, Any]:
+        """``generate`` keyword arguments continuing from a private copy of ``cache`` repeated for ``rows`` rows."""
+        return {kv_cache.cache_argument(self.model): kv_cache.expanded_copy(cache, rows)}
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """input_ids [B, T] long -> embeddings [B, T, D] (the model's own input embedding)."""

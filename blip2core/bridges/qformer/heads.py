@@ -51,14 +51,33 @@ class LanguageModelHead(nn.Module):
         return F.linear(self.norm(self.activation(self.transform(hidden))), decoder_weight, self.bias)
 
 
-def query_text_similarity(image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-    """BLIP-2's ITC similarity: for each (image, text) pair, the best-matching query.
+def query_text_similarity(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    temperature: torch.Tensor | float | None = None,
+    *,
+    paired: bool = False,
+) -> torch.Tensor:
+    """BLIP-2's ITC similarity: for each (image, text), the cosine of the best-matching query.
+
+    The one definition every ITC user calls (matching, retrieval, classification, the runner's
+    itc / itm losses, ``QFormerBridge.itc_scores``).
 
     Args:
         image_embeds: [B_img, Q, E] normalised query projections.
         text_embeds: [B_txt, E] normalised CLS projections.
+        temperature: divide by it (ITC logits, as the loss and ``classify`` use); None: plain cosine.
+        paired: image b with text b only (B_img == B_txt = P) instead of every image with every text.
 
     Returns:
-        [B_img, B_txt] max over Q of the cosine similarity (no temperature applied).
+        [B_img, B_txt] (or [P] when ``paired``) max over Q of the cosine similarity, / temperature.
     """
-    return torch.einsum("iqe,te->iqt", image_embeds, text_embeds).amax(dim=1)
+    if paired:
+        if image_embeds.shape[0] != text_embeds.shape[0]:
+            raise ValueError(
+                f"paired similarity needs as many images as texts: {image_embeds.shape[0]} vs {text_embeds.shape[0]}"
+            )
+        similarity = torch.einsum("pqe,pe->pq", image_embeds, text_embeds).amax(dim=1)
+    else:
+        similarity = torch.einsum("iqe,te->iqt", image_embeds, text_embeds).amax(dim=1)
+    return similarity if temperature is None else similarity / temperature

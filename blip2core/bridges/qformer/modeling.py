@@ -9,6 +9,9 @@ Passes through the shared transformer (``encoder``):
 - text only (``text_features``): bi-directional self-attention, text FFN, no vision (ITC text side).
 - queries + text, bi-directional (``multimodal_features`` / ``itm_logits``): ITM.
 - queries + text, UniLM mask (``itg_logits``): image-grounded text generation.
+
+It implements ``blip2core.protocols.Bridge``, ``InstructionAwareBridge``, ``TextBridge`` (with or
+without text heads: ``has_text_heads``) and ``LoadsForeignCheckpoints``.
 """
 
 from __future__ import annotations
@@ -189,7 +192,17 @@ class QFormerBridge(nn.Module):
         """query_output [B, Q, H] -> llm_inputs [B, Q, D]."""
         return query_output if self.llm_projection is None else self.llm_projection(query_output)
 
-    # -- image-text contrastive (ITC) --------------------------------------------------------
+    # -- the TextBridge protocol: image-text contrastive (ITC) ------------------------------
+    @property
+    def has_text_heads(self) -> bool:
+        """Whether this Q-Former was built with its text side (``options.with_text_heads``)."""
+        return self.text_embeddings is not None
+
+    @property
+    def max_text_tokens(self) -> int:
+        """The longest text ``text_features`` accepts (``options.max_position_embeddings``)."""
+        return self.options.max_position_embeddings
+
     def image_embeds_proj(self, query_output: torch.Tensor) -> torch.Tensor:
         """query_output [B, Q, H] -> L2-normalised query embeddings [B, Q, E]."""
         return F.normalize(self._text_part(self.vision_projection)(query_output), dim=-1)
@@ -205,6 +218,11 @@ class QFormerBridge(nn.Module):
     def text_embeds_proj(self, text_hidden: torch.Tensor) -> torch.Tensor:
         """text_hidden [B, T, H] -> L2-normalised projection of the first ([CLS]) token [B, E]."""
         return F.normalize(self._text_part(self.text_projection)(text_hidden[:, 0, :]), dim=-1)
+
+    def text_tokens_proj(self, text_hidden: torch.Tensor) -> torch.Tensor:
+        """text_hidden [B, T, H] -> L2-normalised projection of every token [B, T, E] (LAVIS's
+        ``text_embeds_proj`` feature; ``[:, 0]`` equals ``text_embeds_proj``)."""
+        return F.normalize(self._text_part(self.text_projection)(text_hidden), dim=-1)
 
     def itc_scores(
         self,

@@ -2,12 +2,16 @@
 
 Each loss is called as ``loss(pipeline, batch)`` and returns a scalar. A *batch* is a dict:
 
-- ``pixel_values`` [b, 3, S, S] or ``vision_tokens`` [b, N, C] (from the feature cache);
+- ``pixel_values`` [b, 3, S, S] or ``vision_tokens`` [b, N, C] (from the feature cache); pixels go
+  through ``Pipeline.encode_vision`` once per batch, whichever losses read them;
 - ``text_input`` list[str] (Q-Former side: ITC / ITM / ITG);
 - ``prompt`` / ``target`` list[str] (LLM side: the LM loss is taken on ``target`` only);
 - ``match_key`` list[str] (optional): examples with equal keys are positives of each other in
   ITC and never each other's ITM negatives (e.g. the image id, or the caption text);
 - ``context``: :class:`BatchContext` (step, seed, where this process's rows sit in the global batch).
+
+ITC / ITM / ITG need the bridge's text side (``blip2core.TextBridge``); a bridge without it gets
+one ``MissingProtocolError`` naming the loss and the protocol.
 
 Distributed training: every loss is written so that N processes with per-process batch b give the
 same value and the same (averaged) gradient as one process with batch N*b. ITC gathers the
@@ -26,6 +30,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from blip2core import GenerationDefaults, TextBridge
+from blip2core.plugin_api import query_text_similarity, require_protocol
 
 from blip2_runner import distributed as dist
 from blip2_runner.data import stable_hash
@@ -75,11 +82,19 @@ def vision_tokens(pipeline, batch: dict[str, Any]) -> torch.Tensor:
     return tokens
 
 
-def qformer_tokens(pipeline, batch: dict[str, Any], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def text_bridge(pipeline, loss: str) -> TextBridge:
+    """The pipeline's bridge as a ``TextBridge`` with its text heads, or an error naming ``loss``."""
+    bridge = require_protocol(pipeline.bridge, TextBridge, f"the {loss} loss", "bridge", pipeline.spec.bridge.name)
+    if not bridge.has_text_heads:
+        raise RuntimeError(f"the {loss} loss needs a bridge with text heads: build the qformer with with_text_heads")
+    return bridge
+
+
+def qformer_tokens(pipeline, batch: dict[str, Any], max_length: int, loss: str = "itc") -> tuple[torch.Tensor, torch.Tensor]:
     """``text_input`` through the bridge's tokenizer: input_ids, attention_mask [b, T] on device."""
     key = f"_qformer_tokens_{max_length}"
     if key not in batch:
-        tokenizer = getattr(pipeline.bridge, "tokenizer", None)
+        tokenizer = text_bridge(pipeline, loss).tokenizer
         if tokenizer is None:
             raise RuntimeError("the bridge has no tokenizer: ITC/ITM/ITG need a qformer with a tokenizer "
                                "(set bridge.options.tokenizer or init_from)")
@@ -121,7 +136,7 @@ def _itc_similarities(pipeline, batch: dict[str, Any], max_length: int, with_gra
 
     Returns sim_i2t [b, B] (local images vs all texts), sim_t2i [b, B] (local texts vs all images).
     """
-    bridge = pipeline.bridge
+    bridge = text_bridge(pipeline, "itc")
     tokens = vision_tokens(pipeline, batch)
     ids, mask = qformer_tokens(pipeline, batch, max_length)
     with torch.set_grad_enabled(with_grad and torch.is_grad_enabled()):
@@ -130,9 +145,8 @@ def _itc_similarities(pipeline, batch: dict[str, Any], max_length: int, with_gra
         gather = dist.all_gather_with_grad if with_grad else dist.all_gather_no_grad
         image_all = gather(image_embeds)  # [B, Q, E]
         text_all = gather(text_embeds)  # [B, E]
-        temp = bridge.temp
-        sim_i2t = torch.einsum("iqe,te->iqt", image_embeds, text_all).amax(dim=1) / temp
-        sim_t2i = torch.einsum("iqe,te->tqi", image_all, text_embeds).amax(dim=1) / temp
+        sim_i2t = query_text_similarity(image_embeds, text_all, bridge.temp)  # [b, B]
+        sim_t2i = query_text_similarity(image_all, text_embeds, bridge.temp).t()  # [b, B]
     return sim_i2t, sim_t2i
 
 
@@ -150,7 +164,7 @@ class ITCLoss:
         self.options = options or ITCOptions()
 
     def __call__(self, pipeline, batch: dict[str, Any]) -> torch.Tensor:
-        bridge = pipeline.bridge
+        bridge = text_bridge(pipeline, "itc")
         with torch.no_grad():
             bridge.temp.clamp_(self.options.min_temperature, self.options.max_temperature)
         sim_i2t, sim_t2i = _itc_similarities(pipeline, batch, self.options.max_text_length, with_grad=True)
@@ -197,9 +211,9 @@ class ITMLoss:
         self.options = options or ITMOptions()
 
     def __call__(self, pipeline, batch: dict[str, Any]) -> torch.Tensor:
-        bridge = pipeline.bridge
+        bridge = text_bridge(pipeline, "itm")
         tokens = vision_tokens(pipeline, batch)
-        ids, mask = qformer_tokens(pipeline, batch, self.options.max_text_length)
+        ids, mask = qformer_tokens(pipeline, batch, self.options.max_text_length, "itm")
         size = tokens.shape[0]
         ctx = context(batch, size)
         sims = batch.get("_itc_sims")
@@ -234,9 +248,9 @@ class ITGLoss:
         self.options = options or ITGOptions()
 
     def __call__(self, pipeline, batch: dict[str, Any]) -> torch.Tensor:
-        bridge = pipeline.bridge
+        bridge = text_bridge(pipeline, "itg")
         tokens = vision_tokens(pipeline, batch)
-        ids, mask = qformer_tokens(pipeline, batch, self.options.max_text_length)
+        ids, mask = qformer_tokens(pipeline, batch, self.options.max_text_length, "itg")
         bos = getattr(bridge.tokenizer, "bos_token_id", None)
         if bos is not None:
             ids = ids.clone()
@@ -251,8 +265,9 @@ class ITGLoss:
 
 
 def llm_end_token(llm) -> int | None:
-    """The token that ends a target: the LLM's first stop token (OPT: "\\n"), else its EOS."""
-    stops = tuple(getattr(llm, "stop_token_ids", ()) or ())
+    """The token that ends a target: the LLM's first stop token (OPT: "\\n"; ``GenerationDefaults``),
+    else its tokenizer's EOS."""
+    stops = tuple(llm.stop_token_ids) if isinstance(llm, GenerationDefaults) else ()
     if stops:
         return int(stops[0])
     eos = getattr(llm.tokenizer, "eos_token_id", None)
