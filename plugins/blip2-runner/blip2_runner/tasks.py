@@ -4,6 +4,13 @@ A task names the example fields it reads (``data_fields``), its losses with thei
 (``losses``; a RUN.yaml may override the weights), and the metrics ``evaluate`` returns. For
 training it also turns examples into the text part of a batch (``text_batch``); the trainer adds
 the images.
+
+Evaluation generates through the inference API users call (``Pipeline.answer`` for ``vqa``,
+``Pipeline.caption`` for captioning), so a task's predictions are the answers and captions a user
+gets for the same image, question or prompt and decoding options. Retrieval scores as
+``Pipeline.retrieve`` does (the ITC top ``k_test`` re-scored by ITM + ITC, through the bridge's
+``TextBridge`` methods), but in batches of ``eval_batch_size``: the inference API has no batched
+form of it.
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ import torch
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
+from blip2core import TextBridge
+from blip2core.plugin_api import query_text_similarity, require_protocol
+
 from blip2_runner import metrics as M
 from blip2_runner.data import BadImageError, load_image
 from blip2_runner.options import (
     CaptionOptions,
+    GenerationOptions,
     RetrievalOptions,
     Stage1Options,
     Stage2Options,
@@ -71,37 +82,26 @@ def _pixels(pipeline, images: list[Any]) -> torch.Tensor:
     return pipeline.preprocessor(images, train=False)
 
 
-def left_padded_prompts(tokenizer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts tokenised (with the tokenizer's special tokens) and padded on the left."""
-    rows = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    length = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(rows), length), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            ids[i, length - len(row):] = torch.tensor(row)
-            mask[i, length - len(row):] = 1
-    return ids, mask
+def decoding(options: GenerationOptions) -> dict[str, Any]:
+    """A task's generation options as the keyword arguments of ``Pipeline.answer`` / ``Pipeline.caption``."""
+    return {"num_beams": options.num_beams, "max_new_tokens": options.max_new_tokens,
+            "min_new_tokens": options.min_new_tokens, "length_penalty": options.length_penalty}
 
 
-@torch.no_grad()
-def generate_texts(pipeline, pixel_values: torch.Tensor, prompts: Sequence[str], instruction: Sequence[str] | None = None,
-                   **generate_kwargs: Any) -> list[str]:
-    """Generate one text per image, continuing [soft prompt ; text prompt]; ``instruction`` (one
-    per image) reaches an instruction-aware bridge."""
-    llm = pipeline.require_llm() if hasattr(pipeline, "require_llm") else pipeline.llm
-    tokenizer = llm.tokenizer
-    ids, mask = left_padded_prompts(tokenizer, prompts)
-    stops = [*getattr(llm, "stop_token_ids", ())]
-    if tokenizer.eos_token_id is not None:
-        stops.append(tokenizer.eos_token_id)
-    kwargs = {"eos_token_id": stops or None, **generate_kwargs}
-    if kwargs.get("num_beams", 1) == 1:
-        kwargs.pop("length_penalty", None)
-    new_ids = pipeline.generate(pixel_values, input_ids=ids, attention_mask=mask,
-                                instruction=None if instruction is None else list(instruction), **kwargs)
-    return [t.strip() for t in tokenizer.batch_decode(new_ids, skip_special_tokens=True)]
+def first_example_per_image(examples: Sequence[Mapping[str, Any]]) -> dict[Any, Mapping[str, Any]]:
+    """image_id -> the first example with that image, in order of first appearance."""
+    image_of: dict[Any, Mapping[str, Any]] = {}
+    for e in examples:
+        image_of.setdefault(e["image_id"], e)
+    return image_of
+
+
+def text_bridge(pipeline, needed_by: str) -> TextBridge:
+    """The pipeline's bridge as a ``TextBridge`` with its text heads, or an error naming ``needed_by``."""
+    bridge = require_protocol(pipeline.bridge, TextBridge, needed_by, "bridge", pipeline.spec.bridge.name)
+    if not bridge.has_text_heads:
+        raise RuntimeError(f"{needed_by} needs a bridge with text heads: build the qformer with with_text_heads")
+    return bridge
 
 
 class _TaskBase:
@@ -147,25 +147,26 @@ class CaptioningTask(_TaskBase):
         return {"prompt": [o.prompt] * len(examples), "instruction": [o.prompt] * len(examples),
                 "target": [clean_caption(e["caption"], o.max_words) for e in examples]}
 
-    def evaluate(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    def predict(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[Any, str]:
+        """image_id -> generated caption, as ``pipeline.caption(image, prompt=options.prompt, ...)``
+        gives it (images that could not be read are left out)."""
         o = self.options
-        refs: dict[str, list[str]] = {}
-        image_of: dict[str, Any] = {}
-        for e in examples:
-            refs.setdefault(e["image_id"], []).append(e["caption"])
-            image_of.setdefault(e["image_id"], e)
-        ids = list(refs)
-        predictions: dict[str, str] = {}
+        image_of = first_example_per_image(examples)
+        ids = list(image_of)
+        predictions: dict[Any, str] = {}
         for chunk in self._chunks(ids, o.eval_batch_size, "img"):
             images, kept = _load_images([image_of[i] for i in chunk], self.warn)
-            if not images:
-                continue
-            texts = generate_texts(pipeline, _pixels(pipeline, images), [o.prompt] * len(images),
-                                   instruction=[o.prompt] * len(images), max_new_tokens=o.max_new_tokens, min_new_tokens=o.min_new_tokens,
-                                   num_beams=o.num_beams, length_penalty=o.length_penalty)
-            for k, text in zip(kept, texts):
-                predictions[chunk[k]] = text
-        scored = [i for i in ids if i in predictions]
+            if images:
+                texts = pipeline.caption(images, prompt=o.prompt, **decoding(o))
+                predictions.update(zip([chunk[k] for k in kept], texts, strict=True))
+        return predictions
+
+    def evaluate(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        refs: dict[Any, list[str]] = defaultdict(list)
+        for e in examples:
+            refs[e["image_id"]].append(e["caption"])
+        predictions = self.predict(pipeline, examples)
+        scored = [i for i in refs if i in predictions]
         if not scored:
             return {"bleu4": 0.0, "cider": 0.0, "num_examples": 0.0}
         hyps = [predictions[i] for i in scored]
@@ -198,8 +199,8 @@ class VQATask(_TaskBase):
 
     def __init__(self, options: VQAOptions | None = None) -> None:
         super().__init__(options or VQAOptions())
-        if "{}" not in self.options.prompt:
-            raise ValueError(f"vqa prompt must contain '{{}}' where the question goes, got {self.options.prompt!r}")
+        if self.options.prompt.count("{}") != 1:
+            raise ValueError(f"vqa prompt must contain '{{}}' once, where the question goes, got {self.options.prompt!r}")
 
     def question(self, question: str) -> str:
         """The question as the model sees it (cleaned unless ``clean_questions`` is off)."""
@@ -214,21 +215,17 @@ class VQATask(_TaskBase):
                 "target": [str(e["answer"]) for e in examples]}
 
     def predict(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> list[str | None]:
-        """Generated answers (None for examples whose image could not be read)."""
+        """Each example's answer, as ``pipeline.answer(image, self.question(question),
+        template=options.prompt, ...)`` gives it (None where the image could not be read)."""
         o = self.options
         out: list[str | None] = [None] * len(examples)
-        positions = list(range(len(examples)))
-        for chunk in self._chunks(positions, o.eval_batch_size, "q"):
+        for chunk in self._chunks(list(range(len(examples))), o.eval_batch_size, "q"):
             images, kept = _load_images([examples[i] for i in chunk], self.warn)
-            if not images:
-                continue
-            questions = [examples[chunk[k]]["question"] for k in kept]
-            answers = generate_texts(pipeline, _pixels(pipeline, images), [self.prompt(q) for q in questions],
-                                     instruction=[self.question(q) for q in questions],
-                                     max_new_tokens=o.max_new_tokens, min_new_tokens=o.min_new_tokens,
-                                     num_beams=o.num_beams, length_penalty=o.length_penalty)
-            for k, answer in zip(kept, answers):
-                out[chunk[k]] = answer
+            if images:
+                questions = [self.question(examples[chunk[k]]["question"]) for k in kept]
+                answers = pipeline.answer(images, questions, template=o.prompt, **decoding(o))
+                for k, answer in zip(kept, answers, strict=True):
+                    out[chunk[k]] = answer
         return out
 
     def evaluate(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -274,7 +271,7 @@ class RetrievalTask(_TaskBase):
         image index. ITC alone when ``k_test`` is 0; otherwise each direction's top k re-scored with
         ITM match logit + ITC (LAVIS), everything else -100."""
         o = self.options
-        bridge = pipeline.bridge
+        bridge = text_bridge(pipeline, f"the {self.name} evaluation")
         tokenizer = bridge.tokenizer
         image_index: dict[str, int] = {}
         image_examples = []
@@ -310,7 +307,7 @@ class RetrievalTask(_TaskBase):
             text_embeds.append(bridge.text_embeds_proj(bridge.text_features(ids, mask)).cpu())
             ids_list.append(ids.cpu())
             mask_list.append(mask.cpu())
-        sim = torch.einsum("iqe,te->iqt", image_embeds, torch.cat(text_embeds)).amax(dim=1)  # [I, T]
+        sim = query_text_similarity(image_embeds, torch.cat(text_embeds))  # [I, T]
         if o.k_test == 0:
             return sim, sim, text_to_image
         i2t, t2i = self._rerank(pipeline, sim, vision_t, torch.cat(ids_list), torch.cat(mask_list))
