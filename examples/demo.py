@@ -2,7 +2,7 @@
 
     vision: EfficientNet-Lite0, real ImageNet weights, frozen              (plugin blip2-timm)
     bridge: instruction-aware Q-Former from all-MiniLM-L6-v2, 8 queries,   (plugin blip2-mini)
-            trained by `blip2 train recipes/mini-stage1.yaml` then `recipes/mini-stage2.yaml`
+            trained by `blip2 train` on recipes/mini-stage1.yaml, -stage2, -stage3
     llm:    SmolLM2-135M-Instruct, real weights, frozen                    (plugin blip2-llama)
 
 `mini` was trained on easy-vqa's training split only (synthetic 64x64 images of one coloured shape);

@@ -9,6 +9,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from blip2core.plugin_api import atomic_file, atomic_write_text
+
 METRICS_FILE = "metrics.jsonl"
 PLOTS_DIR = "plots"
 
@@ -53,9 +55,7 @@ class MetricsLog:
                 continue
             kept.append(line)
         if dropped:
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         return dropped
 
 
@@ -93,10 +93,11 @@ def write_plots(output_dir: Path) -> list[Path]:
 
     def save(fig, name: str) -> None:
         final = plots / name
-        tmp = plots / f".{name}.tmp-{os.getpid()}.png"
-        fig.savefig(tmp, dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        os.replace(tmp, final)
+        try:
+            with atomic_file(final) as tmp:
+                fig.savefig(tmp, dpi=90, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         written.append(final)
 
     def series(rows, key):
@@ -137,12 +138,13 @@ def write_plots(output_dir: Path) -> list[Path]:
                 by_task[task].add(metric)
     for task, metrics in sorted(by_task.items()):
         fig, ax = plt.subplots(figsize=(7, 4))
-        for metric in sorted(metrics):
+        counts = series(evals, f"eval/{task}/num_examples")[1]
+        for metric in sorted(metrics - {"num_examples"}):  # a count, not a score: it goes in the title
             xs, ys = series(evals, f"eval/{task}/{metric}")
             if xs:
                 ax.plot(xs, ys, marker="o", label=metric)
         ax.set_xlabel("step")
-        ax.set_title(f"eval: {task}")
+        ax.set_title(f"eval: {task}" + (f" ({int(counts[-1])} examples)" if counts else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in task)
