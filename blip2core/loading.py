@@ -36,9 +36,9 @@ def resolve_spec(source: Source, registry: Registry | None = None) -> PipelineSp
     if path.is_dir():
         return _spec_from_folder(path, registry)
     if not path.exists() and "/" not in str(source) and "\\" not in str(source):
-        models = registry if registry is not None else get_registry()
-        if str(source) in models.names("model"):
-            return registered_model_spec(models, str(source))
+        registry = registry if registry is not None else get_registry()
+        if str(source) in registry.names("model"):
+            return registered_model_spec(registry, str(source))
     if path.suffix.lower() in SPEC_SUFFIXES:
         return PipelineSpec.from_file(path)
     if path.suffix.lower() in WEIGHT_SUFFIXES:

@@ -415,7 +415,8 @@ def require_protocol(
         return component
     members = ", ".join(protocol_members(protocol))
     kind = type(component)
-    called = f"{name!r} ({kind.__module__}.{kind.__qualname__})" if name else f"{kind.__module__}.{kind.__qualname__}"
+    qualified = f"{kind.__module__}.{kind.__qualname__}"
+    called = f"{name!r} ({qualified})" if name else qualified
     raise MissingProtocolError(
         f"{needed_by} needs a {role} that implements {protocol.__module__}.{protocol.__qualname__} "
         f"({members}); this pipeline's {role} {called} does not"

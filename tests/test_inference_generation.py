@@ -123,7 +123,8 @@ def test_prefix_cached_answers_equal_uncached_one_by_one_and_transformers(family
 def test_the_prefix_cache_gives_the_logits_of_a_full_pass(family, opt, llama, photos):
     """The mechanism itself: the LLM over [question] with the image prefix cached gives, at every
     real position, the logits of one pass over [image | pad | question] (left-padded batch)."""
-    from blip2core.inference.prefix_cache import build_prefix_cache, cache_argument, expanded_copy
+    from blip2core.inference.prefix_cache import build_prefix_cache
+    from blip2core.llm.kv_cache import cache_argument, expanded_copy
     from blip2core.inference.textgen import expand_encoding, tokenize_prompts
     from blip2core.llm import positions_from_mask
 

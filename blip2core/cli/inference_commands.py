@@ -71,8 +71,8 @@ def load_model(
 ) -> Any:
     """The pipeline of --spec / --model. Without --dtype, a spec that does not set ``dtype`` runs in
     ``auto``; ``--quantize`` entries replace the spec's for those components."""
-    from blip2core.inference.ranks import local_device
     from blip2core.loading import load_pipeline, resolve_spec
+    from blip2core.torchrun import local_device
 
     if (spec is None) == (model is None):
         raise click.UsageError("give exactly one of --spec FILE or --model NAME_OR_PATH")
@@ -225,7 +225,8 @@ def features_command(inputs, out, progress, batch_size, spec, model, device, dty
 
     from blip2core.inference.feature_store import FeatureStore, output_format, shard_path
     from blip2core.inference.features import features_from_pixels
-    from blip2core.inference.ranks import process_group, shard
+    from blip2core.inference.ranks import shard
+    from blip2core.torchrun import process_group
 
     usage_errors(lambda: _check_format(out))
     files = expand_images(inputs)

@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 
-from blip2core.llm.kv_cache import cache_argument, expanded_copy
 from blip2core.protocols import SupportsPrefixCache
 
-__all__ = ["build_prefix_cache", "cache_argument", "expanded_copy", "supports_prefix_cache"]
+__all__ = ["build_prefix_cache", "supports_prefix_cache"]
 
 
 def supports_prefix_cache(llm: Any) -> bool:

@@ -55,13 +55,11 @@ def stop_and_pad_ids(pipe: Pipeline) -> tuple[list[int], int | None]:
     From the LLM's ``blip2core.protocols.GenerationDefaults``; an LLM without it: no stop ids
     (its ``generate`` applies its own), its tokenizer's pad id."""
     llm = pipe.require_llm()
-    if isinstance(llm, GenerationDefaults):
-        stops = list(dict.fromkeys([*llm.stop_token_ids, *llm.eos_token_ids]))
-        pad = llm.pad_token_id
-        if pad is None:
-            pad = getattr(llm.tokenizer, "pad_token_id", None)
-        return stops, pad
-    return [], getattr(llm.tokenizer, "pad_token_id", None)
+    if not isinstance(llm, GenerationDefaults):
+        return [], getattr(llm.tokenizer, "pad_token_id", None)
+    stops = list(dict.fromkeys([*llm.stop_token_ids, *llm.eos_token_ids]))
+    pad = llm.pad_token_id
+    return stops, pad if pad is not None else getattr(llm.tokenizer, "pad_token_id", None)
 
 
 def generation_kwargs(pipe: Pipeline, settings: GenerationSettings) -> dict[str, Any]:

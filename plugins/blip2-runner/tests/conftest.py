@@ -30,6 +30,24 @@ def pretrained_opt(tmp_path_factory) -> Path:
     return pretrain_tiny_opt(tmp_path_factory.mktemp("tiny-opt") / "opt")
 
 
+@pytest.fixture(scope="session")
+def make_tiny_pipeline(tmp_path_factory):
+    """make_tiny_pipeline(**bridge_options) -> a tiny real pipeline (seed 0, bridge initializer_range 0.1
+    so images differ visibly); each test module builds its own with a module-scoped fixture."""
+    import torch
+
+    from blip2core import load_pipeline
+    from blip2_runner.testing import tiny_pipeline_spec
+
+    def make(**bridge_options):
+        torch.manual_seed(0)
+        spec = tiny_pipeline_spec(tmp_path_factory.mktemp("spec"))
+        spec["bridge"]["options"].update(initializer_range=0.1, **bridge_options)
+        return load_pipeline(spec)
+
+    return make
+
+
 @pytest.fixture
 def make_run(assets, tmp_path):
     """make_run(task=..., **training) -> a RUN config dict writing into tmp_path/out."""

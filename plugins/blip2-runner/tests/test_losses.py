@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from blip2core import load_pipeline
 from blip2_runner.config import DatasetConfig
 from blip2_runner.data import load_dataset
 from blip2_runner.losses import (
@@ -20,15 +19,11 @@ from blip2_runner.losses import (
     build_lm_inputs,
     positive_mask,
 )
-from blip2_runner.testing import tiny_pipeline_spec
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    torch.manual_seed(0)
-    spec = tiny_pipeline_spec(tmp_path_factory.mktemp("spec"))
-    spec["bridge"]["options"]["initializer_range"] = 0.1  # visible differences between images
-    return load_pipeline(spec)
+def pipeline(make_tiny_pipeline):
+    return make_tiny_pipeline()
 
 
 @pytest.fixture(scope="module")

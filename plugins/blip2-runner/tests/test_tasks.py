@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blip2core import load_pipeline
 from blip2_runner import metrics as M
 from blip2_runner.config import DatasetConfig
 from blip2_runner.data import load_dataset
@@ -20,15 +19,11 @@ from blip2_runner.tasks import (
     clean_caption,
     clean_question,
 )
-from blip2_runner.testing import tiny_pipeline_spec
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    torch.manual_seed(0)
-    spec = tiny_pipeline_spec(tmp_path_factory.mktemp("spec"))
-    spec["bridge"]["options"].update(initializer_range=0.1, instruction_aware=True)  # the question reaches the bridge
-    pipe = load_pipeline(spec)
+def pipeline(make_tiny_pipeline):
+    pipe = make_tiny_pipeline(instruction_aware=True)  # the question reaches the bridge
     assert pipe.reads_instruction
     return pipe
 
