@@ -8,12 +8,15 @@
 | ``int8-weight-only`` | int8 per channel | component dtype | torchao; bridge and embeddings: plain torch |
 | ``int4-weight-only`` | 4-bit, per group of 64 | component dtype | plain torch (torchao has no CPU int4 kernel here) |
 
-Every quantizer rewrites ``nn.Linear`` layers in place (and, with ``include_embeddings``,
-``nn.Embedding`` tables and the LLM output head), one layer at a time, so the float weights of a
+Every quantizer rewrites ``nn.Linear`` layers in place (and, with ``include_embeddings``, by
+default for the weight-only methods on a language model, ``nn.Embedding`` tables and the LLM
+output head), one layer at a time, so the float weights of a
 layer are freed as soon as its quantized copy exists.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -30,6 +33,17 @@ from blip2_quant.options import (
 )
 from blip2_quant.packed import PackedRows, QuantEmbedding, QuantLinear, pack
 from blip2_quant.targets import embedding_targets, linear_targets, set_submodule
+
+
+class QuantizationWarning(UserWarning):
+    """A quantization that is known to lose much of the component's accuracy."""
+
+
+def with_embedding_default(options: SelectOptions, include: bool) -> SelectOptions:
+    """options with ``include_embeddings`` decided: as given, or ``include`` when left at None."""
+    if options.include_embeddings is not None:
+        return options
+    return options.model_copy(update={"include_embeddings": include})
 
 
 def _device_of(module: nn.Module) -> str:
@@ -63,7 +77,14 @@ class Int8DynamicQuantizer:
         self.options = options
 
     def quantize(self, module: nn.Module) -> nn.Module:
-        for name, linear in linear_targets(module, self.options):
+        if isinstance(module, LanguageModel):
+            warnings.warn(
+                "int8-dynamic quantizes each Linear's input with one scale per call; a language model's "
+                "activation outliers make that lossy (SmolLM2-135M kept 39% of its next tokens, "
+                "docs/quantization.md): prefer int8-weight-only for an LLM, and check with "
+                "`blip2 quantize-report`", QuantizationWarning, stacklevel=2)
+        options = with_embedding_default(self.options, include=False)
+        for name, linear in linear_targets(module, options):
             replacement = dynamic_int8_linear(linear, self.options.backend)
             if replacement is not linear:
                 set_submodule(module, name, replacement)
@@ -83,15 +104,16 @@ class WeightOnlyQuantizer:
         self.group_size = getattr(options, "group_size", 64)
 
     def quantize(self, module: nn.Module) -> nn.Module:
+        options = with_embedding_default(self.options, include=isinstance(module, LanguageModel))
         # a bridge is written by pipe.save (dequantised) and quantized again at load: it gets the
         # plain-torch int8 packing, whose re-quantization is exact (torchao's rescales by 127/127.5)
         frozen = isinstance(module, (VisionEncoder, LanguageModel))
         shared: dict[int, PackedRows] = {}  # id(original embedding weight) -> its packed rows
-        for name, embedding in embedding_targets(module, self.options):
+        for name, embedding in embedding_targets(module, options):
             packed = pack(embedding.weight, self.bits, self.group_size)
             shared[id(embedding.weight)] = packed
             set_submodule(module, name, QuantEmbedding(packed, embedding.padding_idx, embedding.weight.dtype))
-        for name, linear in linear_targets(module, self.options):
+        for name, linear in linear_targets(module, options):
             tied = shared.get(id(linear.weight))
             if tied is not None:
                 set_submodule(module, name, QuantLinear(tied, linear.bias, linear.weight.dtype))

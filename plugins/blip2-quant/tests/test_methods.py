@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from blip2_quant import parameter_bytes
+from blip2_quant import QuantizationWarning, parameter_bytes
 from blip2_quant.int8 import DynamicInt8Linear
 from blip2_quant.packed import QuantEmbedding, QuantLinear
 from blip2_quant.targets import output_heads
@@ -56,12 +56,28 @@ def test_method_on_component(build, inputs, reference, method, target):
             assert not parameter.requires_grad
 
 
-def test_llm_embeddings_and_head_are_left_alone_by_default(build):
-    pipe = build(quantize={"llm": "int8-weight-only"})
+def test_llm_embeddings_and_head_are_left_alone_when_asked(build):
+    pipe = build(quantize={"llm": {"name": "int8-weight-only", "options": {"include_embeddings": False}}})
     model = pipe.llm.model
     assert type(model.get_input_embeddings()) is nn.Embedding
     assert type(model.lm_head) is nn.Linear and model.lm_head.weight is model.get_input_embeddings().weight
     assert type(model.model.layers[0].mlp.up_proj.weight) is not nn.Parameter  # torchao's int8 tensor
+
+
+@pytest.mark.parametrize("method", ["int8-weight-only", "int4-weight-only"])
+def test_weight_only_packs_an_llms_embeddings_by_default_and_nothing_elses(build, method):
+    pipe = build(quantize={"llm": method, "bridge": method, "vision": method})
+    assert isinstance(pipe.llm.model.get_input_embeddings(), QuantEmbedding)
+    assert isinstance(pipe.llm.model.lm_head, QuantLinear)
+    for part in (pipe.bridge, pipe.vision):
+        assert not any(isinstance(m, QuantEmbedding) for m in part.modules())
+    assert any(type(m) is nn.Embedding for m in pipe.bridge.modules())  # the Q-Former's text embeddings
+
+
+def test_int8_dynamic_on_an_llm_warns_and_leaves_its_embeddings(build):
+    with pytest.warns(QuantizationWarning, match="int8-weight-only"):
+        pipe = build(quantize={"llm": "int8-dynamic"})
+    assert type(pipe.llm.model.get_input_embeddings()) is nn.Embedding
 
 
 @pytest.mark.parametrize("method,bits", [("int8-weight-only", 8), ("int4-weight-only", 4)])
