@@ -25,3 +25,16 @@ class PluginError(Blip2Error):
 
 class CheckpointError(Blip2Error):
     """A checkpoint is missing, unreadable, or does not match the model."""
+
+
+class InputError(Blip2Error, ValueError):
+    """A request the inputs cannot satisfy (a prompt longer than the language model's context, a
+    setting out of range). A ValueError too, for callers that catch that."""
+
+
+class Blip2Warning(UserWarning):
+    """A warning the CLI prints as one ``warning: ...`` line."""
+
+
+class PluginSelectionWarning(Blip2Warning):
+    """BLIP2_PLUGINS / BLIP2_DISABLE_PLUGINS name a distribution that is not installed."""

@@ -45,6 +45,11 @@ Language models (transformers ``*ForCausalLM`` behind the LanguageModel protocol
 Hugging Face BLIP-2 folders (hook ``register_hf_configs``):
     text_config_reader(name)              the reader for a transformers-backed language model
 
+Free-form transformers ``config:`` options (numeric strings coerced, unknown keys refused by name):
+    check_config_fields(config_class, fields)   in a pydantic ``field_validator``: errors per key
+    hf_config_from_fields(config_class, fields, path)  the config object, or a SpecError naming path.key
+    import_config_class("transformers.CLIPVisionConfig")  the class, imported when first needed
+
 Tools built on pipelines (training, evaluation, CLI commands):
     get_registry, Registry, Component, PipelineSpec, ComponentSpec, read_structured_file,
     format_validation_error, load_pipeline, resolve_spec, parse_quantize, quantize_option
@@ -69,10 +74,12 @@ from blip2core.errors import (
     Blip2Error,
     CheckpointError,
     DuplicateComponentError,
+    InputError,
     PluginError,
     SpecError,
     UnknownComponentError,
 )
+from blip2core.hf_config import check_config_fields, hf_config_from_fields, import_config_class
 from blip2core.hookspecs import (
     HFConfigPart,
     HFConfigReader,
@@ -148,6 +155,7 @@ __all__ = [
     "DTYPE_CHOICES",
     "DType",
     "DuplicateComponentError",
+    "InputError",
     "GenerationDefaults",
     "HFConfigPart",
     "HFConfigReader",
@@ -187,6 +195,7 @@ __all__ = [
     "atomic_write_text",
     "backend_for",
     "causal_lm_loss",
+    "check_config_fields",
     "check_shapes",
     "checked_dtype",
     "copy_into",
@@ -194,9 +203,11 @@ __all__ = [
     "dtype_name",
     "format_validation_error",
     "get_registry",
+    "hf_config_from_fields",
     "hookimpl",
     "hub_offline",
     "image_side",
+    "import_config_class",
     "is_leftover",
     "join_process_group",
     "leave_process_group",

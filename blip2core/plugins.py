@@ -3,19 +3,24 @@
 Environment:
     BLIP2_PLUGINS=a,b          load only these distributions (the built-ins always load)
     BLIP2_DISABLE_PLUGINS=x,y  skip these distributions
+A name in either that is no installed plugin distribution is a PluginSelectionWarning naming the
+closest installed one.
 
 A plugin that fails to import, implements an unknown hook, or raises inside a hook is recorded
-with its error; everything else keeps working. Hooks are called through pluggy
+with its error; everything else keeps working. The registry keeps those failures, and the
+distributions the environment left out, so that "unknown vision encoder" says why. Hooks are called through pluggy
 (``manager.hook.register_*(register=...)``), one plugin at a time.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata as metadata
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from blip2core import hookspecs
-from blip2core.errors import Blip2Error, DuplicateComponentError
+from blip2core.errors import Blip2Error, DuplicateComponentError, PluginSelectionWarning
 from blip2core.registry import Component, HFConfigClaim, Registry
 
 if TYPE_CHECKING:
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 
 BUILTIN_DISTRIBUTION = "blip2core"
 BUILTIN_MODULES = ("blip2core.bridges.plugin", "blip2core.preprocess.plugin")
+SELECTION_VARIABLES = ("BLIP2_PLUGINS", "BLIP2_DISABLE_PLUGINS")
 
 
 def normalize_name(name: str) -> str:
@@ -95,25 +101,50 @@ class Plugins:
         self.manager.add_hookspecs(hookspecs)
         self.registry = Registry()
         self.infos: list[PluginInfo] = []
+        #: every installed plugin distribution, loaded or not, by normalised name
+        self.installed: set[str] = {BUILTIN_DISTRIBUTION}
         for module_name in BUILTIN_MODULES:
             self._load(PluginInfo(BUILTIN_DISTRIBUTION, _version(BUILTIN_DISTRIBUTION), module_name))
+        skipped: set[str] = set()
         for entry_point in metadata.entry_points(group=hookspecs.PROJECT_NAME):
             dist = entry_point.dist
             dist_name = dist.metadata["Name"] if dist is not None else entry_point.name
             key = normalize_name(dist_name)
+            self.installed.add(key)
             if key == BUILTIN_DISTRIBUTION:
                 continue  # the core's own modules are loaded above
             if (include is not None and key not in include) or (exclude and key in exclude):
+                skipped.add(dist_name)
                 continue
             version = dist.version if dist is not None else "?"
             self._load(PluginInfo(dist_name, version, entry_point.value), entry_point)
+        if skipped:
+            self.registry.skipped_plugins[" / ".join(SELECTION_VARIABLES)] = sorted(skipped)
 
     @classmethod
     def from_environment(cls) -> "Plugins":
-        return cls(
-            include=_names_from_env("BLIP2_PLUGINS"),
-            exclude=_names_from_env("BLIP2_DISABLE_PLUGINS"),
-        )
+        """The plugins BLIP2_PLUGINS / BLIP2_DISABLE_PLUGINS select; a name in them that is not
+        installed is a PluginSelectionWarning (``blip2`` prints it as one ``warning:`` line)."""
+        include, exclude = (_names_from_env(variable) for variable in SELECTION_VARIABLES)
+        plugins = cls(include=include, exclude=exclude)
+        for variable, names in zip(SELECTION_VARIABLES, (include, exclude)):
+            for message in plugins.unknown_names(variable, names or set()):
+                warnings.warn(message, PluginSelectionWarning, stacklevel=2)
+        return plugins
+
+    def unknown_names(self, variable: str, names: set[str]) -> list[str]:
+        """One message per name in ``names`` (from ``variable``) that is no installed plugin
+        distribution, with the closest installed one."""
+        messages = []
+        installed = sorted(self.installed)
+        for name in sorted(names - self.installed):
+            close = difflib.get_close_matches(name, installed, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            messages.append(
+                f"{variable} names {name!r}, which is not an installed blip2core plugin distribution{hint} "
+                f"Installed: {', '.join(installed)}"
+            )
+        return messages
 
     def _load(self, info: PluginInfo, entry_point: metadata.EntryPoint | None = None) -> None:
         self.infos.append(info)
@@ -121,6 +152,7 @@ class Plugins:
             module = entry_point.load() if entry_point is not None else importlib.import_module(info.module)
         except Exception as exc:  # a broken plugin must not break the others
             info.add_error(f"import failed: {type(exc).__name__}: {exc}")
+            self._record_failure(info, f"failed to import: {type(exc).__name__}: {exc}")
             return
         plugin_name = f"{info.distribution}:{info.module}"
         try:
@@ -130,11 +162,17 @@ class Plugins:
             self._check_pending(module)
         except Exception as exc:
             info.add_error(f"invalid plugin: {exc}")
+            self._record_failure(info, f"is not a valid plugin: {exc}")
             if self.manager.is_registered(module):
                 self.manager.unregister(module)
             return
         self._call_component_hooks(info, module)
         self._call_hf_config_hook(info, module)
+
+    def _record_failure(self, info: PluginInfo, why: str) -> None:
+        """Keep why ``info``'s components may be missing, for the registry's unknown-name errors."""
+        failures = self.registry.failed_plugins
+        failures[info.distribution] = f"{failures[info.distribution]}; {why}" if info.distribution in failures else why
 
     def _check_pending(self, module: ModuleType) -> None:
         """``PluginManager.check_pending``, its error phrased with the hook names a user can fix.
@@ -181,6 +219,7 @@ class Plugins:
                 self._hook_of(hook_name, module)(register=register)
             except Exception as exc:
                 info.add_error(f"{hook_name} raised {type(exc).__name__}: {exc}")
+                self._record_failure(info, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
                 continue
             for component in registered:
                 try:

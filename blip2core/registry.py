@@ -100,12 +100,19 @@ HF_CONFIG_PARTS: dict[str, tuple[str, str]] = {
 @dataclass
 class Registry:
     """Components by kind and name, plus the name clashes found while registering; and the
-    Hugging Face sub-config readers by (part, model_type), with their own clashes."""
+    Hugging Face sub-config readers by (part, model_type), with their own clashes.
+
+    ``failed_plugins`` (distribution -> what went wrong, e.g. ``failed to import: ...``) and
+    ``skipped_plugins`` (why -> distributions left out by the environment) explain, in the error
+    for an unknown name, why a component may be missing.
+    """
 
     components: dict[str, dict[str, Component]] = field(default_factory=lambda: {k: {} for k in KINDS})
     clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     hf_configs: dict[tuple[str, str], HFConfigClaim] = field(default_factory=dict)
     hf_config_clashes: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    failed_plugins: dict[str, str] = field(default_factory=dict)
+    skipped_plugins: dict[str, list[str]] = field(default_factory=dict)
 
     def add(self, component: Component) -> None:
         """Add a component; a second one with the same (kind, name) is recorded as a clash."""
@@ -137,6 +144,8 @@ class Registry:
         known = sorted(self.components[kind])
         where = f"{path}: " if path else ""
         message = f"{where}unknown {kind.replace('_', ' ')} {name!r}."
+        message += "".join(f" Plugin {dist!r} {why}." for dist, why in self.failed_plugins.items())
+        message += "".join(f" Not loaded ({why}): {', '.join(dists)}." for why, dists in self.skipped_plugins.items())
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         if close:
             message += f" Did you mean {close[0]!r}?"

@@ -8,6 +8,9 @@ read as a Hugging Face model folder.
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -161,14 +164,29 @@ def _read_safetensors(path: Path, keep: tuple[str, ...] | None) -> dict[str, tor
 
 def _read_torch_file(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path}: cannot be read as a weights-only torch checkpoint ({type(exc).__name__}: {exc}). "
-            "Files that need full unpickling are refused (torch.load(weights_only=True) never unpickles "
-            "arbitrary objects): convert them to safetensors on a trusted machine."
+            f"{path}: cannot be read as a weights-only torch checkpoint: it needs full unpickling, which is "
+            f"refused ({_unpickler_reason(exc)}); only .safetensors files and torch files that load with "
+            "weights_only=True are accepted (convert it to safetensors on a trusted machine)"
+        ) from None
+    except Exception as exc:
+        reason = " ".join(str(exc).split(". ")[0].split())
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {reason}); only .safetensors files "
+            "and torch files that load with weights_only=True are accepted"
         ) from None
     return unwrap_state_dict(obj, source=str(path))
+
+
+def _unpickler_reason(exc: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler refused (``Unsupported global: GLOBAL print ...``), without
+    its advice to unpickle fully."""
+    match = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|\. Please|$)", str(exc), re.S)
+    return " ".join((match.group(1) if match else str(exc).split("\n")[0]).split())
 
 
 def unwrap_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:

@@ -141,12 +141,26 @@ def text_config_reader(name: str) -> HFConfigReader:
     """
 
     def read(sub_config: Mapping[str, Any], source: HFConfigSource) -> dict[str, Any]:
-        options: dict[str, Any] = {"config": dict(sub_config)}
+        options: dict[str, Any] = {"config": _readable_fields(sub_config)}
         if source.has_tokenizer:
             options["tokenizer"] = str(source.folder)
         return {"name": name, "options": options}
 
     return read
+
+
+def _readable_fields(sub_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The sub-config without the keys its transformers config class would store unread: a
+    ``config.json`` of an older transformers carries many (``prefix``, ``num_beams``, ...), which a
+    component's ``config`` option refuses (``blip2core.hf_config``)."""
+    from transformers import CONFIG_MAPPING
+
+    from blip2core.hf_config import known_fields_only
+
+    model_type = sub_config.get("model_type", DEFAULT_MODEL_TYPES["text"])
+    if model_type not in CONFIG_MAPPING:
+        return dict(sub_config)
+    return known_fields_only(CONFIG_MAPPING[model_type], sub_config)
 
 
 def has_tokenizer(folder: Path) -> bool:

@@ -7,9 +7,10 @@ import sys
 
 import click
 
+from blip2core.cli import failures
 from blip2core.cli.explain_command import explain_command
 from blip2core.cli.inference_commands import add_inference_commands
-from blip2core.errors import Blip2Error
+from blip2core.cli.failures import DEBUG_VARIABLE, run_reporting_errors
 from blip2core.plugins import get_plugins
 from blip2core.precision import BF16_CPU_FLAGS, FP16_CPU_FLAGS, cpu_flags, resolve_dtype
 from blip2core.spec import PipelineSpec, spec_json_schema
@@ -17,8 +18,10 @@ from blip2core.spec import PipelineSpec, spec_json_schema
 
 @click.group()
 @click.version_option(package_name="blip2core", prog_name="blip2")
-def cli() -> None:
+@click.option("--debug", is_flag=True, help=f"Show the traceback of an error (also: {DEBUG_VARIABLE}=1).")
+def cli(debug: bool) -> None:
     """BLIP-2-style vision-language pipelines from pluggable components."""
+    failures.debug.flag = debug
 
 
 @cli.command("plugins")
@@ -112,21 +115,14 @@ def _add_plugin_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``blip2``: a Blip2Error is one line on stderr and exit code 1."""
-    _add_plugin_commands()
-    try:
+    """Entry point of ``blip2``: every error is one line on stderr and a non-zero exit code, with
+    no traceback unless ``--debug`` / BLIP2_DEBUG=1 (``blip2core.cli.failures``)."""
+
+    def invoke() -> object:
+        _add_plugin_commands()  # discovers the plugins: their selection warnings print as one line
         # without standalone mode click returns ctx.exit(code)'s code instead of exiting
-        result = cli.main(args=argv, prog_name="blip2", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except Blip2Error as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    if isinstance(result, int) and result != 0:
-        sys.exit(result)
+        return cli.main(args=argv, prog_name="blip2", standalone_mode=False)
+
+    code = run_reporting_errors(invoke)
+    if code != 0:
+        sys.exit(code)

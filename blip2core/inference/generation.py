@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from blip2core.errors import InputError
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -43,17 +45,17 @@ class GenerationSettings:
         _check_int("min_new_tokens", self.min_new_tokens, 0)
         _check_int("num_return_sequences", self.num_return_sequences, 1)
         if self.min_new_tokens > self.max_new_tokens:
-            raise ValueError(
+            raise InputError(
                 f"min_new_tokens ({self.min_new_tokens}) must not exceed max_new_tokens ({self.max_new_tokens})"
             )
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise InputError(f"temperature must be > 0, got {self.temperature}")
         if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if not self.do_sample and self.num_return_sequences > self.num_beams:
-            raise ValueError(
+            raise InputError(
                 f"num_return_sequences ({self.num_return_sequences}) must not exceed num_beams ({self.num_beams}) "
                 "without do_sample=True"
             )
@@ -95,7 +97,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")
 
 
 #: BLIP-2 captioning defaults (LAVIS ``generate``)

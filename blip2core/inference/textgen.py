@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from blip2core.encoding import ImageEncoding
-from blip2core.errors import Blip2Error
+from blip2core.errors import Blip2Error, InputError
 from blip2core.inference.generation import GenerationSettings
 from blip2core.llm.wrapper import TransformersLanguageModel
 from blip2core.protocols import GenerationDefaults, SupportsPrefixCache, require_protocol
@@ -114,7 +114,7 @@ def check_length(llm: Any, total: int, prompt: int, max_new_tokens: int) -> None
     ``max_position_embeddings`` (OPT's learned positions would fail with an index error)."""
     limit = getattr(getattr(llm, "config", None), "max_position_embeddings", None)
     if isinstance(limit, int) and total + max_new_tokens > limit:
-        raise ValueError(
+        raise InputError(
             f"the prompt is {prompt} tokens; with the image's {total - prompt} and max_new_tokens={max_new_tokens} "
             f"that is {total + max_new_tokens} positions, more than the language model's {limit}: "
             "shorten the prompt or lower max_new_tokens"

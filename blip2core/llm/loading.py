@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from blip2core.errors import CheckpointError
+from blip2core.hf_config import hf_config_from_fields
 from blip2core.llm.options import LanguageModelOptions
 from blip2core.llm.prequantized import check_environment
 from blip2core.llm.sources import resolve_folder, resolve_gguf
@@ -66,7 +67,8 @@ def load_language_model(
 
 
 def config_from_fields(config_class: type, fields: Mapping[str, Any]) -> Any:
-    """A transformers config from a dict such as a BLIP-2 ``text_config`` (extra keys allowed)."""
+    """A transformers config from a dict such as a BLIP-2 ``text_config``: numeric strings coerced,
+    unknown keys and invalid values refused by name (SpecError; ``blip2core.hf_config``)."""
     fields = dict(fields)
     model_type = fields.pop("model_type", None)
     if model_type not in (None, config_class.model_type):
@@ -74,10 +76,7 @@ def config_from_fields(config_class: type, fields: Mapping[str, Any]) -> Any:
             f"config: model_type {model_type!r} is not {config_class.model_type!r}; "
             f"choose the language-model component of that family"
         )
-    try:
-        return config_class.from_dict(fields)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"config: not a valid {config_class.__name__}: {exc}") from None
+    return hf_config_from_fields(config_class, fields, path="config")
 
 
 def load_tokenizer(source: str, revision: str | None = None) -> Any:

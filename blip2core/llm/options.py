@@ -12,10 +12,11 @@ subclass of them. Exactly one source of weights is used:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from blip2core.hf_config import check_config_fields, import_config_class
 from blip2core.precision import DType as TorchDType
 
 
@@ -31,7 +32,10 @@ class LanguageModelOptions(BaseModel):
             ``$BLIP2_CACHE`` (default ``~/.cache/blip2core``), keyed by the file's path, size and
             modification time, so only the first load pays for dequantising.
         config: transformers config fields (``hidden_size``, ``num_hidden_layers``, ...) to build
-            the architecture with random weights instead of loading any.
+            the architecture with random weights instead of loading any. When a subclass names its
+            ``config_class``, the fields are checked while validating (``blip2 spec validate``):
+            a numeric string (YAML's ``1e-6``) becomes a number where the field is numeric, and a
+            key the config class does not know is an error naming it (``blip2core.hf_config``).
         tokenizer: folder or hub id of the tokenizer; default: ``path`` (or the GGUF file).
         revision: hub revision (branch, tag or commit) for hub ids.
         torch_dtype: precision to load in; ``auto`` keeps the checkpoint's (float32 for GGUF and
@@ -40,12 +44,23 @@ class LanguageModelOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: the transformers config class of ``config``, as ``"transformers.LlamaConfig"`` (imported only
+    #: when a ``config`` is validated); None: checked when the component is built
+    config_class: ClassVar[str | None] = None
+
     path: str | None = Field(None, min_length=1)
     gguf_file: str | None = Field(None, min_length=1)
     config: dict[str, Any] | None = None
     tokenizer: str | None = Field(None, min_length=1)
     revision: str | None = Field(None, min_length=1)
     torch_dtype: TorchDType = "auto"
+
+    @field_validator("config")
+    @classmethod
+    def _config_fields(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None or cls.config_class is None:
+            return value
+        return check_config_fields(import_config_class(cls.config_class), value)
 
     @model_validator(mode="after")
     def _one_source(self) -> "LanguageModelOptions":

@@ -20,8 +20,8 @@ from blip2core.plugin_api import (
     OPENAI_CLIP_STD,
     CheckpointError,
     PreprocessConfig,
-    SpecError,
     copy_into,
+    hf_config_from_fields,
     resolve_layer,
 )
 from blip2_clip_vit.options import HFClipVisionOptions
@@ -126,11 +126,7 @@ def build_hf_clip_vision(options: HFClipVisionOptions) -> HFClipVision:
         except Exception as exc:
             raise CheckpointError(f"{folder}: transformers could not load a CLIPVisionModel: {exc}") from None
     else:
-        try:
-            config = CLIPVisionConfig(**options.config)
-        except Exception as exc:
-            raise SpecError(f"hf-clip-vision config: {exc}") from None
-        model = CLIPVisionModel(config)
+        model = CLIPVisionModel(hf_config_from_fields(CLIPVisionConfig, options.config, path="hf-clip-vision config"))
     layers = model.encoder.layers
     index = resolve_layer(options.layer, len(layers), "hf-clip-vision")
     model.encoder.layers = layers[: index + 1]

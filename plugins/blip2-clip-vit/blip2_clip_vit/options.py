@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ClipViTOptions(BaseModel):
@@ -47,7 +47,8 @@ class HFClipVisionOptions(BaseModel):
         model_path: a local Hugging Face folder (a ``CLIPVisionModel`` or a full ``CLIPModel``, e.g.
             a copy of openai/clip-vit-large-patch14); its ``preprocessor_config.json`` sets the
             preprocessing when present.
-        config: ``CLIPVisionConfig`` fields for a randomly initialised model (when no ``model_path``).
+        config: ``CLIPVisionConfig`` fields for a randomly initialised model (when no ``model_path``);
+            a numeric string (YAML's ``1e-5``) becomes a number, an unknown key is an error.
         image_size: input side S when it differs from the model's; position embeddings are
             interpolated at run time (HF ``interpolate_pos_encoding``).
         layer: index of the encoder layer whose output tokens are returned; negative counts from the
@@ -63,6 +64,15 @@ class HFClipVisionOptions(BaseModel):
     image_size: int | None = Field(None, gt=0)
     layer: int = -2
     final_norm: bool = False
+
+    @field_validator("config")
+    @classmethod
+    def _config_fields(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return value
+        from blip2core.plugin_api import check_config_fields, import_config_class  # transformers, torch: only now
+
+        return check_config_fields(import_config_class("transformers.CLIPVisionConfig"), value)
 
     @model_validator(mode="after")
     def _one_source(self) -> "HFClipVisionOptions":

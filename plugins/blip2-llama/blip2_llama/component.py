@@ -7,12 +7,16 @@ unk (else eos) token, which the attention mask hides.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from blip2core.plugin_api import LanguageModelOptions, TransformersLanguageModel, load_language_model
 
 
 class LlamaOptions(LanguageModelOptions):
     """Options of ``llama`` (see ``LanguageModelOptions``): ``path`` e.g. ``lmsys/vicuna-7b-v1.1``
     or a folder; ``gguf_file`` for llama.cpp files; ``config`` with ``LlamaConfig`` fields."""
+
+    config_class: ClassVar[str | None] = "transformers.LlamaConfig"
 
 
 def build_llama(options: LanguageModelOptions) -> TransformersLanguageModel:

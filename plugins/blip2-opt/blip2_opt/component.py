@@ -9,6 +9,8 @@ BLIP-2 conventions it sets up:
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from blip2core.plugin_api import LanguageModelOptions, TransformersLanguageModel, load_language_model
 
 NEWLINE = "\n"
@@ -17,6 +19,8 @@ NEWLINE = "\n"
 class OPTOptions(LanguageModelOptions):
     """Options of ``opt`` (see ``LanguageModelOptions``): ``path`` e.g. ``facebook/opt-2.7b`` or a
     folder; ``config`` with ``OPTConfig`` fields to build it with random weights."""
+
+    config_class: ClassVar[str | None] = "transformers.OPTConfig"
 
 
 def build_opt(options: OPTOptions) -> TransformersLanguageModel:

@@ -1,0 +1,28 @@
+"""Run the real ``blip2`` command in a child process, as a user does, for tests of what they see."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_blip2(*args: object, site: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    """``python -m blip2core.cli ARGS`` with ``env`` added to the environment (``BLIP2_DEBUG``,
+    ``BLIP2_PLUGINS``, ...; ``""`` removes a variable; a developer's BLIP2_DEBUG is not inherited)
+    and ``site`` (a folder of ``plugin_factory.write_distribution`` plugins) on the path."""
+    environment = {name: value for name, value in os.environ.items() if name != "BLIP2_DEBUG"}
+    environment.update(env)
+    environment = {name: value for name, value in environment.items() if value != ""}
+    if site is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), environment.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-m", "blip2core.cli", *map(str, args)],
+        capture_output=True, text=True, env=environment, timeout=300,
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of stderr that report an error (``Error: ...``)."""
+    return [line for line in stderr.splitlines() if line.startswith("Error:")]
