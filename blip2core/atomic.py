@@ -15,12 +15,17 @@ Temporary names start with ``.tmp-`` and moved-aside folders with ``.trash-`` (`
 recognises both), so a listing can skip them and a clean-up can remove what a killed process left.
 A temporary file keeps the final suffix, for writers that pick the format from it (matplotlib,
 YAML/JSON spec files).
+
+Permissions: what appears gets the mode a plain ``open(path, "w")`` would give (0666 less the
+umask), even when the writer replaced the temporary file with one of its own: safetensors'
+``save_file`` writes through a private 0600 temporary file of its own and renames it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,8 +56,10 @@ def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     target = Path(path)
     tmp = _temp_name(target, target.suffix)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as for open()
+    plain_mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
         yield tmp
+        _set_mode(tmp, plain_mode)
         if fsync:
             _fsync_file(tmp)
         os.replace(tmp, target)
@@ -91,8 +98,10 @@ def atomic_folder(
     tmp.mkdir()  # the umask applies, as for any new folder
     try:
         yield tmp
+        allowed = stat.S_IMODE(os.stat(tmp).st_mode)  # 0777 less the umask, as for mkdir
         for root, _, files in os.walk(tmp):
             for name in files:
+                _set_mode(Path(root) / name, allowed)
                 _fsync_file(Path(root) / name)
         _fsync_dir(tmp)
         _rename_folder(tmp, target, keep_existing)
@@ -126,6 +135,18 @@ def _rename_folder(tmp: Path, target: Path, keep_existing: Callable[[Path], bool
             if not target.exists():
                 raise
     os.rename(tmp, target)  # still racing: let the OS error name the problem
+
+
+def _set_mode(path: Path, allowed: int) -> None:
+    """Give the file ``path`` the permissions of a plain write: ``allowed`` (0666 or 0777 less the
+    umask) without the executable bits, unless the writer set some (a script keeps them)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return
+    current = stat.S_IMODE(info.st_mode)
+    wanted = allowed & (0o666 | (current & 0o111))
+    if current != wanted:
+        os.chmod(path, wanted)
 
 
 def _fsync_file(path: Path) -> None:

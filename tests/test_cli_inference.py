@@ -17,6 +17,7 @@ from blip2core import load_pipeline
 from blip2core.cli.main import cli
 import tiny_models as T
 from blip2core.inference.feature_store import FeatureStore, read_features
+from blip2core.inference.fingerprint import pipeline_fingerprint
 from blip2core.loading import resolve_spec
 
 
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def env(hf_opt_folder, hf_itm_folder, photo_folder):
     paths = [str(photo_folder / name) for name in sorted(T.PHOTOS)]
-    return {"opt": hf_opt_folder, "itm": hf_itm_folder, "photos": photo_folder, "paths": paths}
+    names = sorted(T.PHOTOS)  # feature entries are named relative to the folder given
+    return {"opt": hf_opt_folder, "itm": hf_itm_folder, "photos": photo_folder, "paths": paths, "names": names}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_features_are_written_read_back_and_resumed(env, pipes, tmp_path, suffix
     assert code == 0 and out["entries"] == out["written"] == 4 and out["skipped"] == 0
     assert "features[0]" in err  # the progress bar, on stderr
     names, tensors = read_features(out_file)
-    assert names == env["paths"]
+    assert names == env["names"]
     expected = pipes[1].extract_features(env["paths"])
     torch.testing.assert_close(tensors["image_embeds"], expected.image_embeds, rtol=0, atol=1e-5)
     torch.testing.assert_close(tensors["image_embeds_proj"], expected.image_embeds_proj, rtol=0, atol=1e-5)
@@ -108,15 +110,15 @@ def test_features_are_written_read_back_and_resumed(env, pipes, tmp_path, suffix
 
 def test_features_resume_from_the_parts_a_stopped_run_left(env, pipes, tmp_path):
     out_file = tmp_path / "features.safetensors"
-    store = FeatureStore(out_file)  # a run that stopped after one batch of two
-    store.write(env["paths"][:2], pipes[1].extract_features(env["paths"][:2]).to_dict())
+    store = FeatureStore(out_file, pipeline_fingerprint(pipes[1]))  # a run that stopped after one batch of two
+    store.write(env["names"][:2], pipes[1].extract_features(env["paths"][:2]).to_dict())
     assert not out_file.exists() and store.parts_dir.is_dir()
     code, out, _ = invoke("features", env["photos"], "--out", out_file, "--model", env["itm"], "--json",
                           "--no-progress")
     assert code == 0 and (out["written"], out["skipped"], out["entries"]) == (2, 2, 4)
     assert not store.parts_dir.exists()
     names, tensors = read_features(out_file)
-    assert sorted(names) == env["paths"] and tensors["image_embeds"].shape == (4, T.NUM_QUERY_TOKENS, 32)
+    assert sorted(names) == env["names"] and tensors["image_embeds"].shape == (4, T.NUM_QUERY_TOKENS, 32)
 
 
 def test_a_resumed_store_refuses_entries_of_another_shape(tmp_path):
@@ -164,5 +166,5 @@ def test_features_under_torchrun_shard_the_images_over_two_gloo_ranks(env, tmp_p
     assert result.returncode == 0, result.stderr
     shards = [tmp_path / f"features.rank{r}-of-2.safetensors" for r in (0, 1)]
     names = [read_features(shard)[0] for shard in shards]
-    assert names == [env["paths"][0::2], env["paths"][1::2]]  # disjoint, together every image
+    assert names == [env["names"][0::2], env["names"][1::2]]  # disjoint, together every image
     assert not out_file.exists()

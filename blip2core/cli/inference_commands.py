@@ -94,7 +94,7 @@ def expand_images(inputs: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def batches(items: list[str], size: int) -> Iterator[list[str]]:
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -211,39 +211,47 @@ def ask_command(image, questions, template, num_beams, max_new_tokens, spec, mod
 @click.argument("inputs", nargs=-1, required=True, metavar="DIR_OR_FILES...")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Output file: .safetensors or .parquet (under torchrun: one file per rank).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out (and the parts a stopped run left) instead of resuming it.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @batch_size_option(16)
 @model_options
-def features_command(inputs, out, progress, batch_size, spec, model, device, dtype, quantize, as_json) -> None:
+def features_command(inputs, out, overwrite, progress, batch_size, spec, model, device, dtype, quantize,
+                     as_json) -> None:
     """Q-Former image features of every image in DIR_OR_FILES, written to --out.
 
-    Resumable: images already in the output (or in the parts a stopped run left in
-    <out>.parts/) are skipped. Under torchrun each rank takes every W-th image and writes
+    Entries are named by their path relative to the folder given (a file given alone: by its
+    name). Resumable: images already in the output (or in the parts a stopped run left in
+    <out>.parts/) are skipped; a resume with another pipeline (spec, weights or preprocessing)
+    is refused. Under torchrun each rank takes every W-th image and writes
     <stem>.rank<r>-of-<W><suffix>.
     """
     from tqdm.auto import tqdm
 
+    from blip2core.inference.feature_inputs import feature_inputs
     from blip2core.inference.feature_store import FeatureStore, output_format, shard_path
     from blip2core.inference.features import features_from_pixels
+    from blip2core.inference.fingerprint import pipeline_fingerprint
     from blip2core.inference.ranks import shard
     from blip2core.torchrun import process_group
 
     usage_errors(lambda: _check_format(out))
-    files = expand_images(inputs)
+    images = usage_errors(lambda: feature_inputs(inputs))
     with process_group() as (rank, world):
-        store = FeatureStore(shard_path(out, rank, world))
-        mine = shard(files, rank, world)
-        todo = [name for name in mine if name not in store.done]
+        store = FeatureStore(shard_path(out, rank, world), overwrite=overwrite)  # unreadable files: before loading
+        pipe = load_model(spec, model, device, dtype, quantize)
+        store.use_fingerprint(pipeline_fingerprint(pipe))  # even with nothing to do: "already there" must be true
+        mine = shard(images, rank, world)
+        todo = [image for image in mine if image.name not in store.done]
         failures: list[dict[str, str]] = []
         written = 0
-        pipe = load_model(spec, model, device, dtype, quantize) if todo else None
         with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", desc=f"features[{rank}]",
                   disable=not progress) as bar:
             for chunk in batches(todo, batch_size):
-                batch = load_reporting(pipe, chunk, failures)
+                batch = load_reporting(pipe, [image.path for image in chunk], failures)
                 if batch.indices:
                     features = features_from_pixels(pipe, batch.pixel_values, [], "image")
-                    store.write(batch.names, features.to_dict())
+                    store.write([chunk[i].name for i in batch.indices], features.to_dict())
                     written += len(batch.indices)
                 bar.update(len(chunk))
         total = store.finish()

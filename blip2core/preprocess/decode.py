@@ -89,7 +89,7 @@ def load_pil(source: Source, options: PreprocessOptions) -> Image.Image:
     """Any input -> an RGB ``PIL.Image`` (decoded with Pillow; the exact path)."""
     name = source.name
     if source.kind == ENCODED:
-        data = read_encoded(source, allow_urls=options.allow_urls, url_timeout=options.url_timeout)
+        data = read_encoded(source, options)
         image = open_encoded(data, name, options.max_image_pixels)
     elif isinstance(source.item, Image.Image):
         image = source.item
@@ -216,7 +216,7 @@ def load_tensor(source: Source, options: PreprocessOptions) -> torch.Tensor:
     Pillow); anything else, and any file those decoders refuse, by Pillow exactly as in ``load_pil``.
     """
     if source.kind == ENCODED:
-        data = read_encoded(source, allow_urls=options.allow_urls, url_timeout=options.url_timeout)
+        data = read_encoded(source, options)
         image = open_encoded(data, source.name, options.max_image_pixels)
         decoded = _tv_decode(data, image, options)
         if decoded is None:

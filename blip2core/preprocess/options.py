@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 #: Pillow's own default for ``Image.MAX_IMAGE_PIXELS`` (~89.5 megapixels).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+#: the largest encoded image (file, file object, download) read into memory: 256 MiB.
+DEFAULT_MAX_FILE_BYTES = 256 * 1024 * 1024
+#: the options that change the pixel_values an image gives (the others say what is accepted, how fast)
+PIXEL_OPTIONS = ("mode", "background", "exif_transpose")
 
 
 class PreprocessOptions(BaseModel):
@@ -22,6 +26,8 @@ class PreprocessOptions(BaseModel):
         max_image_pixels: width x height above which an image is refused before it is decoded
             (a decompression bomb guard); ``None`` turns this check off. Pillow's own guard
             (``PIL.Image.MAX_IMAGE_PIXELS``, errors at twice it) still applies when Pillow opens a file.
+        max_file_bytes: the largest encoded image read: a file, a file object or a download over
+            it is refused (a file from its size, before reading) instead of filling memory.
         background: RGB colour transparent pixels are composited on.
         exif_transpose: rotate / mirror images as their EXIF orientation tag says.
         num_threads: threads that load and resize the images of one batch; 0 = min(8, CPU count);
@@ -37,6 +43,7 @@ class PreprocessOptions(BaseModel):
 
     mode: Literal["exact", "fast"] = "exact"
     max_image_pixels: int | None = Field(DEFAULT_MAX_IMAGE_PIXELS, gt=0)
+    max_file_bytes: int = Field(DEFAULT_MAX_FILE_BYTES, gt=0)
     background: tuple[int, int, int] = (255, 255, 255)
     exif_transpose: bool = True
     num_threads: int = Field(0, ge=0)

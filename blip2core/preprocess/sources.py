@@ -9,6 +9,7 @@ tensor (``[H, W]``, ``[C, H, W]`` or ``[H, W, C]``; ``[B, C, H, W]`` / ``[B, H, 
 from __future__ import annotations
 
 import os
+import stat
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -19,9 +20,7 @@ import torch
 from PIL import Image
 
 from blip2core.preprocess.errors import ImageLoadError
-
-#: downloads larger than this are refused before they fill memory
-MAX_DOWNLOAD_BYTES = 256 * 1024 * 1024
+from blip2core.preprocess.options import PreprocessOptions
 
 ENCODED, DECODED = "encoded", "decoded"
 
@@ -100,36 +99,35 @@ def is_url(item: Any) -> bool:
     return isinstance(item, str) and item[:8].lower().startswith(("http://", "https://"))
 
 
-def read_encoded(source: Source, *, allow_urls: bool = True, url_timeout: float = 10.0) -> bytes:
+def read_encoded(source: Source, options: PreprocessOptions | None = None) -> bytes:
     """The encoded bytes of a path / URL / bytes / file-object input.
 
+    A path must name a regular file (a FIFO, a device such as /dev/zero, a socket is refused by
+    name, before anything is read from it); a file, file object or download over
+    ``options.max_file_bytes`` is refused instead of read into memory.
+
     Raises:
-        ImageLoadError: missing or unreadable file, failed download, text-mode file, unknown input type.
+        ImageLoadError: missing, unreadable, special or too large file, failed download, text-mode
+            file, unknown input type.
     """
-    item, name = source.item, source.name
+    options = options if options is not None else PreprocessOptions()
+    item, name, cap = source.item, source.name, options.max_file_bytes
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
     if is_url(item):
-        if not allow_urls:
+        if not options.allow_urls:
             raise ImageLoadError(name, "URLs are disabled (allow_urls=False)")
-        return _download(item, url_timeout)
+        return _download(item, options.url_timeout, cap)
     if isinstance(item, (str, os.PathLike)):
-        try:
-            with open(item, "rb") as handle:
-                return handle.read()
-        except FileNotFoundError:
-            raise ImageLoadError(name, "no such file") from None
-        except IsADirectoryError:
-            raise ImageLoadError(name, "is a directory, not an image file") from None
-        except OSError as exc:
-            raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
+        return _read_file(item, name, cap)
     if hasattr(item, "read"):
         try:
-            data = item.read()
+            data = item.read(cap + 1)
         except Exception as exc:
             raise ImageLoadError(name, f"cannot read file object ({type(exc).__name__}: {exc})") from None
         if isinstance(data, str):
             raise ImageLoadError(name, "file object is open in text mode; open it with 'rb'")
+        _check_size(len(data), name, cap)
         return bytes(data)
     raise ImageLoadError(
         name,
@@ -138,17 +136,65 @@ def read_encoded(source: Source, *, allow_urls: bool = True, url_timeout: float 
     )
 
 
-def _download(url: str, timeout: float) -> bytes:
+def _read_file(path: str | os.PathLike, name: str, cap: int) -> bytes:
+    """A regular file's bytes, at most ``cap``. Opened without blocking (opening a FIFO would wait
+    for a writer forever) and checked with fstat on the open file, so what is read is what was checked."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise ImageLoadError(name, "no such file") from None
+    except IsADirectoryError:
+        raise ImageLoadError(name, "is a directory, not an image file") from None
+    except OSError as exc:
+        raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        info = os.fstat(fd)
+        size = _regular_file_size(info.st_mode, info.st_size, name, cap)
+        with open(fd, "rb", buffering=0, closefd=False) as handle:
+            data = handle.read(size + 1)
+            if len(data) > size:  # the file grew since fstat: read on, up to one byte over the cap
+                data += handle.read(cap - size)
+    except OSError as exc:
+        raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    _check_size(len(data), name, cap)
+    return data
+
+
+def _regular_file_size(mode: int, size: int, name: str, cap: int) -> int:
+    """``size`` when ``mode`` is a regular file's and ``size`` is at most ``cap``; else ImageLoadError."""
+    if stat.S_ISDIR(mode):
+        raise ImageLoadError(name, "is a directory, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageLoadError(name, f"is {_file_kind(mode)}, not a regular file; refused without reading it")
+    _check_size(size, name, cap)
+    return size
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def _check_size(size: int, name: str, cap: int) -> None:
+    if size > cap:
+        raise ImageLoadError(
+            name, f"larger than max_file_bytes={cap:,} bytes; refused (raise the preprocessor option to accept it)"
+        )
+
+
+def _download(url: str, timeout: float, cap: int) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "blip2core"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read(MAX_DOWNLOAD_BYTES + 1)
+            data = response.read(cap + 1)
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the connection
         raise ImageLoadError(url, f"download failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ImageLoadError(url, f"download failed (no network?): {reason}") from None
-    if len(data) > MAX_DOWNLOAD_BYTES:
-        raise ImageLoadError(url, f"download is larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
+    _check_size(len(data), url, cap)
     return data
