@@ -5,7 +5,7 @@
 | ``none`` | unchanged | unchanged | - |
 | ``bf16`` / ``fp16`` | 16-bit float | 16-bit float | torch casts |
 | ``int8-dynamic`` | int8 per channel | int8 per call | torch.ao (CPU), torchao (CUDA) |
-| ``int8-weight-only`` | int8 per channel | component dtype | torchao; bridge and embeddings: plain torch |
+| ``int8-weight-only`` | int8 per channel | component dtype | torchao in an LLM; elsewhere plain torch |
 | ``int4-weight-only`` | 4-bit, per group of 64 | component dtype | plain torch (torchao has no CPU int4 kernel here) |
 
 Every quantizer rewrites ``nn.Linear`` layers in place (and, with ``include_embeddings``, by
@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import nn
 
-from blip2core import LanguageModel, VisionEncoder
+from blip2core import LanguageModel
 from blip2core.plugin_api import checked_dtype, dtype_name
 from blip2_quant.casts import cast_component
 from blip2_quant.int8 import dynamic_int8_linear, weight_only_int8_linear
@@ -105,9 +105,12 @@ class WeightOnlyQuantizer:
 
     def quantize(self, module: nn.Module) -> nn.Module:
         options = with_embedding_default(self.options, include=isinstance(module, LanguageModel))
-        # a bridge is written by pipe.save (dequantised) and quantized again at load: it gets the
-        # plain-torch int8 packing, whose re-quantization is exact (torchao's rescales by 127/127.5)
-        frozen = isinstance(module, (VisionEncoder, LanguageModel))
+        # torchao's int8 tensor only inside an LLM (HF modules call their Linears). A bridge is
+        # written by pipe.save (dequantised) and quantized again at load: it gets the plain-torch
+        # packing, whose re-quantization is exact (torchao's rescales by 127/127.5). So does a
+        # vision encoder: timm's EVA attention calls F.linear(x, weight=self.qkv.weight), which
+        # torchao's tensor cannot take by keyword; QuantLinear.weight dequantises for such callers.
+        torchao_int8 = isinstance(module, LanguageModel)
         shared: dict[int, PackedRows] = {}  # id(original embedding weight) -> its packed rows
         for name, embedding in embedding_targets(module, options):
             packed = pack(embedding.weight, self.bits, self.group_size)
@@ -117,7 +120,7 @@ class WeightOnlyQuantizer:
             tied = shared.get(id(linear.weight))
             if tied is not None:
                 set_submodule(module, name, QuantLinear(tied, linear.bias, linear.weight.dtype))
-            elif self.bits == 8 and frozen:
+            elif self.bits == 8 and torchao_int8:
                 weight_only_int8_linear(linear)
             else:
                 packed = pack(linear.weight, self.bits, self.group_size)

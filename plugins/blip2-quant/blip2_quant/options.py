@@ -45,9 +45,10 @@ class Int8DynamicOptions(SelectOptions):
 
 
 class Int8WeightOnlyOptions(SelectOptions):
-    """``int8-weight-only``: int8 weights with one scale per output channel (torchao for an encoder
-    or LLM; for a bridge, which pipe.save writes, the plain-torch packing whose re-quantization is
-    exact); activations stay in the component's dtype. Embeddings, when included: one scale per row."""
+    """``int8-weight-only``: int8 weights with one scale per output channel (torchao in an LLM;
+    the plain-torch packing in a bridge, whose re-quantization after pipe.save is exact, and in a
+    vision encoder, whose modules may read a Linear's weight directly); activations stay in the
+    component's dtype. Embeddings, when included: one scale per row."""
 
 
 class Int4WeightOnlyOptions(SelectOptions):

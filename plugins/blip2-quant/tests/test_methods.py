@@ -118,3 +118,20 @@ def test_bf16_on_a_cpu_without_bf16_warns_with_the_slowdown(build, monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     with pytest.warns(PrecisionWarning, match=r"bfloat16.*no native support.*165 GFLOP/s"):
         build(quantize={"llm": "bf16"})
+
+
+@pytest.mark.parametrize("method", ["int8-weight-only", "int4-weight-only", "int8-dynamic"])
+def test_eva_vit_whose_attention_reads_the_qkv_weight_directly(method):
+    """timm's EVA attention calls F.linear(x, weight=self.qkv.weight): every method must survive that."""
+    from blip2core.plugins import get_registry
+
+    registry = get_registry()
+    torch.manual_seed(0)
+    encoder = registry.get("vision_encoder", "eva-vit").build({
+        "image_size": 28, "patch_size": 14, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 128}).eval()
+    pixels = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = encoder(pixels)
+        quantized = registry.get("quantizer", method).build({}).quantize(encoder)
+        assert cosine(quantized(pixels), expected) >= MIN_COSINE[method]
