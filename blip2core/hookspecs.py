@@ -20,7 +20,7 @@ listed in each hook.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -173,6 +173,53 @@ def register_models(register: Register) -> None:
     weights referenced by absolute path (e.g. files shipped inside the plugin's package).
 
     :param register: call it once per model (see ``Register``; models take no ``options``).
+    """
+
+
+class RegisterPreset(Protocol):
+    """The ``register`` callback of ``register_presets``."""
+
+    def __call__(
+        self,
+        name: str,
+        *,
+        hub_id: str | None = None,
+        revision: str | None = None,
+        lavis: tuple[str, str] | None = None,
+        spec: Any = None,
+        weights: Sequence[str | Path] = (),
+        description: str = "",
+        download_size: str | None = None,
+        licence: str | None = None,
+        tasks: Sequence[str] = (),
+    ) -> None:
+        """Register one named model, what ``load_pipeline(name)`` and ``--model name`` load.
+
+        Give exactly one of ``hub_id``, ``lavis`` or ``spec``.
+
+        :param name: what users type (``blip2-opt-2.7b``); unique across every installed plugin.
+        :param hub_id: a Hugging Face BLIP-2 repository (``Salesforce/blip2-opt-2.7b``), fetched by
+            ``blip2 download NAME`` into the standard Hugging Face cache; ``revision`` pins a
+            branch, tag or commit.
+        :param lavis: a LAVIS ``(name, model_type)`` pair, resolved by ``blip2core.compat.lavis``.
+        :param spec: a ``PipelineSpec``, a mapping in its shape, or a callable returning either
+            (called on use, so registering stays cheap); ``weights`` are appended to its own.
+        :param description: one line for ``blip2 models``.
+        :param download_size: what ``blip2 download`` fetches, as text (``"~15 GB"``); None: unknown.
+        :param licence: the licence of the weights (``"MIT"``); None: not stated.
+        :param tasks: what it is good for (``caption``, ``vqa``, ``match``, ``features``, ...).
+        """
+
+
+@hookspec
+def register_presets(register: RegisterPreset) -> None:
+    """Register named models with what they resolve to (see ``RegisterPreset``).
+
+    ``blip2 models`` lists them (size, licence, cached or not, providing plugin); ``blip2 download
+    NAME`` fetches a hub preset; ``load_pipeline(NAME)`` loads one (downloading on first use
+    unless offline). Register a preset in the plugin whose installation makes it loadable.
+
+    :param register: call it once per preset.
     """
 
 

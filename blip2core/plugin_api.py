@@ -6,7 +6,7 @@ and may change without notice. ``make test`` enforces this for the first-party p
 (import-linter, ``[tool.importlinter]`` in pyproject.toml). docs/writing-a-plugin.md shows it in use.
 
 Hooks and their callback types:
-    hookimpl, Register, RegisterHFConfig, HFConfigReader, HFConfigSource, HFConfigPart
+    hookimpl, Register, RegisterHFConfig, RegisterPreset, HFConfigReader, HFConfigSource, HFConfigPart
 
 Weights (never unpickles: safetensors, or ``torch.load(weights_only=True)``):
     read_state_dict(path, prefixes=None)  file or folder -> {name: tensor}
@@ -86,6 +86,7 @@ from blip2core.hookspecs import (
     HFConfigSource,
     Register,
     RegisterHFConfig,
+    RegisterPreset,
     hookimpl,
 )
 from blip2core.llm import (
@@ -179,6 +180,7 @@ __all__ = [
     "Quantizer",
     "Register",
     "RegisterHFConfig",
+    "RegisterPreset",
     "Registry",
     "SpecError",
     "SupportsPrefixCache",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -158,6 +159,22 @@ def normalise_quantize(value: Any) -> Any:
     return {key: {"name": ref} if isinstance(ref, str) else ref for key, ref in value.items()}
 
 
+class NumberLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``1e-6``, ``5E3`` and ``+2e-4`` are
+    floats (YAML 1.1, PyYAML's default, wants a dot and makes them strings)."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+#: the largest spec / run config file read (they are a few KiB)
+MAX_STRUCTURED_FILE_BYTES = 16 * 2**20
+
+
 def read_structured_file(path: str | Path) -> Any:
     """Parse YAML, JSON or TOML by suffix; every failure names the file."""
     path = Path(path)
@@ -170,7 +187,7 @@ def read_structured_file(path: str | Path) -> Any:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
         if suffix == ".json":
             return json.loads(text)
         if suffix == ".toml":

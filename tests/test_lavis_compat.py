@@ -185,11 +185,11 @@ def test_processors_follow_lavis(lavis_env):
     assert lavis.BlipQuestionProcessor()("Which city is this photo taken?") == "which city is this photo taken?"
 
 
-def test_names_resolve_to_hub_ids_and_overrides(monkeypatch, tmp_path):
+def test_names_resolve_to_presets_and_overrides(monkeypatch, tmp_path):
     monkeypatch.delenv(lavis.ENV_VAR, raising=False)
-    assert lavis.resolve("blip2_opt", "pretrain_opt2.7b") == ("Salesforce/blip2-opt-2.7b", "opt", "")
-    assert lavis.resolve("blip2_opt", "caption_coco_opt6.7b")[::2] == ("Salesforce/blip2-opt-6.7b-coco", "a photo of")
-    assert lavis.resolve("blip2_image_text_matching", "coco")[:2] == ("Salesforce/blip2-itm-vit-g-coco", "qformer")
+    assert lavis.resolve("blip2_opt", "pretrain_opt2.7b") == ("blip2-opt-2.7b", "opt", "")
+    assert lavis.resolve("blip2_opt", "caption_coco_opt6.7b")[::2] == ("blip2-opt-6.7b-coco", "a photo of")
+    assert lavis.resolve("blip2_image_text_matching", "coco")[:2] == ("blip2-itm-vit-g-coco", "qformer")
     overrides = tmp_path / "models.json"
     overrides.write_text(json.dumps({"blip2:pretrain": "/models/from-file"}))
     monkeypatch.setenv(lavis.ENV_VAR, str(overrides))
@@ -207,8 +207,8 @@ def test_unknown_and_unsupported_names_are_explained(monkeypatch):
         lavis.load_model_and_preprocess("blip3", "pretrain")
     with pytest.raises(Blip2Error, match=r"'blip2_opt' has no model_type 'pretrain_opt1b'; known: caption_coco_"):
         lavis.load_model_and_preprocess("blip2_opt", "pretrain_opt1b")
-    with pytest.raises(Blip2Error, match=r"blip2_t5/pretrain_flant5xl cannot be loaded: FlanT5"):
-        lavis.load_model_and_preprocess("blip2_t5", "pretrain_flant5xl")
+    with pytest.raises(Blip2Error, match=r"blip2_t5/pretrain_flant5xl_vitL cannot be loaded: there is no Hugging Face checkpoint of the ViT-L FlanT5"):
+        lavis.load_model_and_preprocess("blip2_t5", "pretrain_flant5xl_vitL")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(Blip2Error, match=r"Salesforce/blip2-opt-2.7b: no such local file or folder, and cannot resolve it as a hub id \(HF_HUB_OFFLINE"):
         lavis.load_model_and_preprocess("blip2_opt", "pretrain_opt2.7b")

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+from blip2core.checkpoints.hub_download import CacheState, cache_state, download_snapshot
 from blip2core.errors import CheckpointError
 
 #: ``owner/name`` or a bare ``name``, as the hub spells repository ids: each part starts with a
@@ -53,25 +54,49 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def resolve_hub_id(repo_id: str, revision: str | None = None) -> Path:
-    """Download (or, offline, find in the local cache) a model repo; returns its folder.
+def resolve_hub_id(repo_id: str, revision: str | None = None, *, name: str | None = None) -> Path:
+    """The local folder of a model repo: from the cache, downloading what is missing unless offline.
 
-    Only safetensors weights and text/JSON files are fetched: never pickles.
+    Only safetensors weights and text/JSON files are fetched: never pickles. Downloads go through
+    huggingface_hub (progress bars, resumed connections) and are checked against the hub's checksums
+    (``blip2core.checkpoints.hub_download``).
+
+    Args:
+        repo_id: ``owner/name``.
+        revision: branch, tag or commit (default: ``main``).
+        name: the preset the repo belongs to, for the ``blip2 download NAME`` hint.
+
+    Raises:
+        CheckpointError: offline and not (completely) cached, naming the missing files and the
+            command that fetches them; or the download failed.
     """
-    from huggingface_hub import snapshot_download
+    state = cache_state(repo_id, revision, ALLOW_PATTERNS)
+    if state.complete and state.folder is not None and (hub_offline() or state.missing is not None):
+        return state.folder
+    if hub_offline():
+        raise CheckpointError(offline_message(repo_id, revision, state, name))
+    return download_snapshot(repo_id, revision, ALLOW_PATTERNS, verify_all=False)
 
-    offline = hub_offline()
-    try:
-        return Path(
-            snapshot_download(repo_id, revision=revision, allow_patterns=ALLOW_PATTERNS, local_files_only=offline)
-        )
-    except Exception as exc:
-        hint = (
-            "HF_HUB_OFFLINE is set and it is not in the local cache"
-            if offline
-            else "the hub could not be reached or the repo does not exist"
-        )
-        raise CheckpointError(
-            f"{repo_id}: no such local file or folder, and cannot resolve it as a hub id ({hint}): "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+
+def download_command(repo_id: str, revision: str | None = None, name: str | None = None) -> str:
+    """The ``blip2 download ...`` command line that fetches a preset or repo."""
+    return f"blip2 download {name}" if name else f"blip2 download {repo_id}" + (
+        f" --revision {revision}" if revision else "")
+
+
+def offline_message(repo_id: str, revision: str | None, state: CacheState, name: str | None = None) -> str:
+    """Why an offline load of ``repo_id`` cannot work: what is missing, and how to fetch it."""
+    what = f"{name} ({repo_id})" if name else repo_id
+    at = f" at revision {revision}" if revision else ""
+    if state.missing:
+        shown = ", ".join(state.missing[:6]) + (f", ... ({len(state.missing) - 6} more)" if len(state.missing) > 6 else "")
+        gap = f"the cached copy{at} lacks {len(state.missing)} file(s): {shown}"
+    elif state.folder is not None:
+        gap = f"the cached copy{at} ({state.folder}) has no config.json"
+    else:
+        from huggingface_hub import constants
+
+        gap = (f"nothing of it{at} is in the Hugging Face cache ({constants.HF_HUB_CACHE}); missing: every file "
+               f"matching {', '.join(ALLOW_PATTERNS)}")
+    return (f"{repo_id}: no such local file or folder, and cannot resolve it as a hub id (HF_HUB_OFFLINE is "
+            f"set and {gap}). Fetch {what} with network access: {download_command(repo_id, revision, name)}")

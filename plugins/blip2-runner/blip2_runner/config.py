@@ -2,7 +2,9 @@
 
 A RUN.yaml::
 
-    pipeline: pipeline.yaml            # a spec file, or the spec inline (vision/bridge/llm/...)
+    pipeline: pipeline.yaml            # the spec inline (vision/bridge/llm/...), or anything load_pipeline
+                                       # takes: spec file, named model (blip2 models), hub id, HF BLIP-2
+                                       # folder, folder written by Pipeline.save, a run folder
     datasets:
       shapes_train: {format: easy-vqa, split: train, limit: 512}
       shapes_test:  {format: easy-vqa, split: test, limit: 64}
@@ -13,7 +15,7 @@ A RUN.yaml::
         eval: shapes_test
         weight: 1.0                    # sampling weight among the tasks
     optimizer: {lr: 1.0e-4, betas: [0.9, 0.98], weight_decay: 0.05}
-    schedule: {warmup_steps: 200, min_lr: 1.0e-5}
+    schedule: {warmup_steps: 200, min_lr: 1e-5}  # defaults: warmup_start_lr 1% of lr, min_lr 10%
     training:
       steps: 2000
       batch_size: 32                   # global, per micro-step, over all processes
@@ -40,7 +42,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from blip2core.plugin_api import PipelineSpec, SpecError, format_validation_error, read_structured_file
+from blip2core.plugin_api import (
+    Blip2Error,
+    PipelineSpec,
+    SpecError,
+    format_validation_error,
+    read_structured_file,
+    resolve_spec,
+)
+
+
+#: a ``pipeline:`` string ending so names a spec file (anything else may be a named model or hub id)
+SPEC_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
 
 class _Strict(BaseModel):
@@ -127,12 +140,33 @@ class OptimizerConfig(_Strict):
         return value
 
 
+#: defaults relative to ``optimizer.lr``: BLIP-2's own ratios (LAVIS warms up from 1e-6 to 1e-4, the
+#: paper decays 1e-4 to 1e-5)
+WARMUP_START_FRACTION = 0.01
+MIN_LR_FRACTION = 0.1
+
+
 class ScheduleConfig(_Strict):
-    """Linear warmup from ``warmup_start_lr`` to ``optimizer.lr``, then cosine down to ``min_lr``."""
+    """Linear warmup from ``warmup_start_lr`` to ``optimizer.lr`` over ``warmup_steps`` steps, then
+    half a cosine down to ``min_lr``, reached at the last step.
+
+    Defaults: no warmup; ``warmup_start_lr`` = 1% of ``optimizer.lr``; ``min_lr`` = 10% of it. So
+    every step trains: step 0 runs at ``warmup_start_lr`` (> 0) with warmup, at ``optimizer.lr``
+    without, and a 1-step run trains at ``optimizer.lr``. ``min_lr: 0`` is allowed (the last step
+    then runs at lr 0); ``warmup_start_lr: 0`` is refused, it would make step 0 a no-op.
+    """
 
     warmup_steps: int = Field(default=0, ge=0)
-    warmup_start_lr: float = Field(default=0.0, ge=0)
-    min_lr: float = Field(default=0.0, ge=0)
+    warmup_start_lr: float | None = Field(default=None, gt=0, description="default: 1% of optimizer.lr")
+    min_lr: float | None = Field(default=None, ge=0, description="default: 10% of optimizer.lr")
+
+    def resolved(self, lr: float) -> dict[str, float | int]:
+        """``warmup_steps``, ``warmup_start_lr`` and ``min_lr`` with the defaults filled in for ``lr``."""
+        return {
+            "warmup_steps": self.warmup_steps,
+            "warmup_start_lr": self.warmup_start_lr if self.warmup_start_lr is not None else WARMUP_START_FRACTION * lr,
+            "min_lr": self.min_lr if self.min_lr is not None else MIN_LR_FRACTION * lr,
+        }
 
 
 class TrainingConfig(_Strict):
@@ -166,7 +200,8 @@ class FeatureCacheConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    pipeline: PipelineSpec | str
+    pipeline: PipelineSpec | str = Field(description="a spec (inline), or anything load_pipeline takes: spec file, "
+                                         "named model, hub id, HF BLIP-2 folder, saved or run folder")
     datasets: dict[str, DatasetConfig]
     tasks: list[TaskConfig] = Field(min_length=1)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
@@ -179,6 +214,10 @@ class RunConfig(_Strict):
 
     #: folder against which relative paths are resolved (not part of the file)
     _base_dir: Path = PrivateAttr(default=Path("."))
+    #: where it was read from, to start error messages with
+    _source: str = PrivateAttr(default="run config")
+    #: ``pipeline`` resolved once (a named model may download on first use)
+    _spec: PipelineSpec | None = PrivateAttr(default=None)
 
     @property
     def base_dir(self) -> Path:
@@ -207,9 +246,22 @@ class RunConfig(_Strict):
         return self.resolve(self.output_dir)
 
     def pipeline_spec(self) -> PipelineSpec:
+        """``pipeline`` as a spec: inline, or resolved as ``load_pipeline`` resolves its source (a
+        relative path against the RUN.yaml's folder when it exists there).
+
+        Raises:
+            SpecError / CheckpointError: it names nothing loadable; the message starts with the file.
+        """
         if isinstance(self.pipeline, PipelineSpec):
             return self.pipeline
-        return PipelineSpec.from_file(self.resolve(self.pipeline))
+        if self._spec is None:
+            local = self.resolve(self.pipeline)
+            source = str(local) if local.exists() else self.pipeline
+            try:
+                self._spec = resolve_spec(source)
+            except Blip2Error as exc:
+                raise type(exc)(f"{self._source}: pipeline: {exc}") from None
+        return self._spec
 
     @property
     def train_tasks(self) -> list[TaskConfig]:
@@ -237,8 +289,11 @@ class RunConfig(_Strict):
         except ValidationError as exc:
             raise SpecError(f"{source}: invalid run config\n{format_validation_error(exc)}") from None
         config._base_dir = Path(base_dir) if base_dir is not None else Path(".")
-        if isinstance(config.pipeline, str) and not config.resolve(config.pipeline).is_file():
-            raise SpecError(f"{source}: pipeline: no such spec file {str(config.resolve(config.pipeline))!r}")
+        config._source = source
+        if isinstance(config.pipeline, str):
+            local = config.resolve(config.pipeline)
+            if local.suffix.lower() in SPEC_SUFFIXES and not local.exists():
+                raise SpecError(f"{source}: pipeline: no such spec file {str(local)!r}")
         return config
 
     @classmethod

@@ -32,6 +32,7 @@ from blip2_runner.checkpoint import (
     load_checkpoint,
     load_trainable,
     load_trainable_into,
+    loadable_spec,
     restore_rng,
     save_checkpoint,
 )
@@ -294,7 +295,8 @@ class Trainer:
             path = save_checkpoint(self.output_dir, step, self.pipeline.trainable_state_dict(),
                                    self.optimizer.state_dict(), self._state(step, cursors, nonfinite, skipped),
                                    keep=self.run.training.keep_checkpoints,
-                                   metadata={"spec": self.pipeline.spec.model_dump_json(), "step": str(step)})
+                                   metadata={"spec": self.pipeline.spec.model_dump_json(), "step": str(step)},
+                                   spec=loadable_spec(self.pipeline.spec))
             self.metrics_log.write({"kind": "checkpoint", "step": step, "path": str(path)})
         dist.barrier()
 
@@ -355,8 +357,7 @@ class Trainer:
         local_batch = t.batch_size // world
         self.optimizer = self._optimizer()
         self.scheduler = WarmupCosine(self.optimizer, base_lr=run.optimizer.lr, total_steps=t.steps,
-                                      warmup_steps=run.schedule.warmup_steps,
-                                      warmup_start_lr=run.schedule.warmup_start_lr, min_lr=run.schedule.min_lr)
+                                      **run.schedule.resolved(run.optimizer.lr))
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         dist.barrier()
@@ -502,7 +503,9 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         data = self.run.model_dump(mode="json")
-        data["pipeline"] = self.run.pipeline_spec().model_dump(mode="json")
+        spec = self.run.pipeline_spec()
+        data["pipeline"] = spec.model_dump(mode="json")
+        data["pipeline"]["weights"] = [str(p.resolve()) for p in spec.weight_paths()]  # valid from any folder
         text = yaml.safe_dump(data, sort_keys=False)
         from blip2_runner.checkpoint import atomic_write_text
 
