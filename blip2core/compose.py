@@ -12,6 +12,7 @@ from blip2core.pipeline import Pipeline
 from blip2core.precision import checked_dtype, torch_dtype
 from blip2core.protocols import Bridge, LanguageModel, Preprocessor, Quantizer, VisionEncoder
 from blip2core.registry import Registry
+from blip2core.seeding import seeded_construction
 from blip2core.spec import PipelineSpec
 
 DEFAULT_PREPROCESSOR = "standard"
@@ -32,21 +33,25 @@ def _expect(instance: Any, protocol: type, what: str, component: Any) -> Any:
 
 def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = True) -> Pipeline:
     """Validate every name and option first; then build, load checkpoints, cast, quantize,
-    freeze and move. ``strict``: missing / unexpected checkpoint keys are errors."""
+    freeze and move. ``strict``: missing / unexpected checkpoint keys are errors. With
+    ``spec.seed``, each component is built under its own seed (``blip2core.seeding``)."""
     options = spec.check_components(registry)
 
     vision_c = registry.get("vision_encoder", spec.vision.name)
-    vision = _expect(vision_c.factory(options["vision"]), VisionEncoder, "vision encoder", vision_c)
+    with seeded_construction(spec.seed, "vision"):
+        vision = _expect(vision_c.factory(options["vision"]), VisionEncoder, "vision encoder", vision_c)
 
     llm = None
     if spec.llm is not None:
         llm_c = registry.get("language_model", spec.llm.name)
-        llm = _expect(llm_c.factory(options["llm"]), LanguageModel, "language model", llm_c)
+        with seeded_construction(spec.seed, "llm"):
+            llm = _expect(llm_c.factory(options["llm"]), LanguageModel, "language model", llm_c)
 
     bridge_c = registry.get("bridge", spec.bridge.name)
-    bridge = bridge_c.factory(
-        options["bridge"], vision_width=vision.width, llm_hidden_size=llm.hidden_size if llm is not None else None
-    )
+    with seeded_construction(spec.seed, "bridge"):
+        bridge = bridge_c.factory(
+            options["bridge"], vision_width=vision.width, llm_hidden_size=llm.hidden_size if llm is not None else None
+        )
     bridge = _expect(bridge, Bridge, "bridge", bridge_c)
 
     preprocessor = None

@@ -390,7 +390,9 @@ class LoadsOwnWeights(Protocol):
 
     Attributes:
         weights_loaded: True when it did; a checkpoint that covers only part of it then leaves
-            the rest as loaded instead of reporting it missing.
+            the rest as loaded instead of reporting it missing, and ``Pipeline.save`` does not
+            store it. False: its weights are random (``Pipeline.save`` stores them unless a
+            checkpoint covered them or the spec has a ``seed``).
     """
 
     weights_loaded: bool

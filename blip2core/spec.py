@@ -62,6 +62,9 @@ class PipelineSpec(BaseModel):
         styles: extra named caption prompts (``caption(style=...)``).
         device, dtype: where and in which precision the frozen parts run; ``dtype: auto`` picks
             what the device runs natively (``blip2core.precision``).
+        seed: seeds the random initialisation of each component (an untrained bridge, an encoder
+            or LLM built without weights), so that every load gives the same weights; the global
+            torch random state is left unchanged. None: drawn from the global random state.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +79,7 @@ class PipelineSpec(BaseModel):
     styles: dict[str, str] = Field(default_factory=dict)
     device: str = "cpu"
     dtype: DType = "float32"
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, strict=True)
 
     _base_dir: Path | None = PrivateAttr(default=None)
 

@@ -32,10 +32,11 @@ TINY_CORPUS = (
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
-def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320, *, bos: str = "</s>") -> Path:
+def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320, *, bos: str = "</s>", add_bos: bool = True) -> Path:
     """Write a byte-level BPE tokenizer (``vocab_size`` >= 260) to ``folder``; returns it.
 
-    Special tokens follow OPT (pad 1, eos 2); ``bos`` is prepended to every encoding.
+    Special tokens follow OPT (pad 1, eos 2); ``bos`` is prepended to every encoding, unless
+    ``add_bos=False`` (as SmolLM2's tokenizer: ``""`` encodes to no token at all).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -51,9 +52,10 @@ def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320, *, bos: str =
     )
     tokenizer.train_from_iterator(TINY_CORPUS, trainer)
     bos_id = SPECIAL_TOKENS.index(bos)
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
-    )
+    if add_bos:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+        )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token=bos, eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )

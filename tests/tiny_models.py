@@ -54,13 +54,14 @@ def processor_for(folder: str | Path) -> Any:
     return Blip2Processor(image_processor, tokenizer, num_query_tokens=NUM_QUERY_TOKENS)
 
 
-def save_generation_folder(folder: str | Path, text: str = "opt", seed: int = 0) -> Any:
+def save_generation_folder(folder: str | Path, text: str = "opt", seed: int = 0, *, add_bos: bool = True) -> Any:
     """Write a random ``Blip2ForConditionalGeneration`` (``blip2core.testing.save_hf_blip2_folder``)
-    and its tokenizer; returns the HF model (eval)."""
+    and its tokenizer; returns the HF model (eval). ``add_bos=False``: a tokenizer that adds no
+    BOS (SmolLM2-style; the text config still names one)."""
     from transformers import LlamaConfig, OPTConfig
 
     folder = Path(folder)
-    save_tiny_tokenizer(folder, vocab_size=TOKENIZER_VOCAB, bos="</s>" if text == "opt" else "<s>")
+    save_tiny_tokenizer(folder, vocab_size=TOKENIZER_VOCAB, bos="</s>" if text == "opt" else "<s>", add_bos=add_bos)
     processor = processor_for(folder)
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == IMAGE_TOKEN_ID
     processor.tokenizer.save_pretrained(folder)

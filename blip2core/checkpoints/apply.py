@@ -24,12 +24,15 @@ class LoadReport:
     Attributes:
         sources: each checkpoint with the layout it was read as.
         loaded_slots: components that received weights.
+        native_keys: each checkpoint in the native layout -> the keys it held (``Pipeline.save``
+            re-writes those of a snapshot its new file supersedes).
         missing: component -> its keys that no checkpoint provided (for components that got weights).
         unexpected: keys of the checkpoints that no component took.
     """
 
     sources: list[tuple[str, str]] = field(default_factory=list)
     loaded_slots: set[str] = field(default_factory=set)
+    native_keys: dict[str, list[str]] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
 
@@ -64,6 +67,8 @@ def load_checkpoints(
         state = read_state_dict(source)
         layout = detect_layout(state.keys(), source=str(source))
         report.sources.append((str(source), layout))
+        if layout == "native":
+            report.native_keys[str(source)] = list(state)
         parts, unrouted = split_by_slot(state, layout)
         report.unexpected += unrouted
         for slot in SLOTS:

@@ -11,14 +11,14 @@ import json
 import pickle
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from blip2core.errors import CheckpointError
+from blip2core.errors import CheckpointError, SpecError
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_SINGLE = "model.safetensors"
@@ -68,6 +68,19 @@ def read_state_dict(
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {path.suffix!r} (use .safetensors, .pth or .bin)"
         ) from None
+
+
+def check_weights_exist(weights: Sequence[str], paths: Sequence[Path], source: str = "spec") -> None:
+    """Raise SpecError naming every ``weights`` entry whose file or folder does not exist
+    (``paths``: the entries resolved, ``PipelineSpec.weight_paths()``), one line each:
+    ``<source>: weights[1]: <path>: no such file or folder``."""
+    problems = [
+        f"{source}: weights[{i}]: {path}: no such file or folder" + (f" (given as {entry!r})" if entry != str(path) else "")
+        for i, (entry, path) in enumerate(zip(weights, paths, strict=True))
+        if not Path(path).expanduser().exists()
+    ]
+    if problems:
+        raise SpecError("\n".join(problems))
 
 
 def stored_keys(path: str | Path) -> list[str] | None:

@@ -85,13 +85,41 @@ def load_model(
 
 def expand_images(inputs: tuple[str, ...]) -> list[str]:
     """Arguments -> image paths: a folder gives its image files (sorted, recursive); a file (or a
-    path that does not exist, reported later by name) stays as given; repeats are dropped."""
-    from blip2core.preprocess import list_images
+    path that does not exist, reported later by name) stays as given; repeats are dropped.
+
+    Raises:
+        click.ClickException: a folder holds no image file (exit code 1, the folder named).
+    """
+    from blip2core.preprocess import IMAGE_EXTENSIONS, list_images
 
     out: list[str] = []
     for item in inputs:
-        out += [str(p) for p in list_images(item)] if os.path.isdir(item) else [item]
+        if not os.path.isdir(item):
+            out.append(item)
+            continue
+        found = [str(p) for p in list_images(item)]
+        if not found:
+            raise click.ClickException(
+                f"{item}: no image files in this folder or below it (looked for {' '.join(IMAGE_EXTENSIONS)})"
+            )
+        out += found
     return list(dict.fromkeys(out))
+
+
+#: plain-text output: one line per result, columns separated by tabs; inside a column these
+#: characters are written as escapes (the JSON output holds the texts as they are)
+PLAIN_TEXT_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def plain_text(value: object) -> str:
+    """One column of a plain-text line: backslash, tab, newline and carriage return escaped as
+    ``\\\\``, ``\\t``, ``\\n``, ``\\r``, so that each result stays one line of tab-separated columns."""
+    return "".join(PLAIN_TEXT_ESCAPES.get(char, char) for char in str(value))
+
+
+def echo_columns(*columns: object) -> None:
+    """Print one plain-text result line: the columns escaped (``plain_text``), joined by tabs."""
+    click.echo("\t".join(plain_text(column) for column in columns))
 
 
 def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -108,9 +136,9 @@ def load_reporting(pipe: Any, paths: list[str], failures: list[dict[str, str]]) 
     return batch
 
 
-def readable_batches(pipe: Any, images: tuple[str, ...], size: int, failures: list[dict[str, str]]) -> Iterator[Any]:
-    """Batches of the images (files or folders) that could be read; the others go to failures."""
-    for chunk in batches(expand_images(images), size):
+def readable_batches(pipe: Any, paths: list[str], size: int, failures: list[dict[str, str]]) -> Iterator[Any]:
+    """Batches of the image files (``expand_images``) that could be read; the others go to failures."""
+    for chunk in batches(paths, size):
         batch = load_reporting(pipe, chunk, failures)
         if batch.indices:
             yield batch
@@ -165,14 +193,15 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
     settings = usage_errors(lambda: GenerationSettings(
         num_beams=num_beams, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=sample, seed=seed
     ))
+    paths = expand_images(images)  # an empty folder is an error before the model loads
     pipe = load_model(spec, model, device, dtype, quantize)
     text = usage_errors(lambda: caption_prompt(style, prompt, pipe.spec.styles))
     results, failures = [], []
-    for batch in readable_batches(pipe, images, batch_size, failures):
+    for batch in readable_batches(pipe, paths, batch_size, failures):
         for name, caption in zip(batch.names, caption_pixels(pipe, batch.pixel_values, text, settings), strict=True):
             results.append({"image": name, "caption": caption})
             if not as_json:
-                click.echo(f"{name}\t{caption}")
+                echo_columns(name, caption)
     finish(as_json, {"prompt": text, "results": results}, failures)
 
 
@@ -202,7 +231,7 @@ def ask_command(image, questions, template, num_beams, max_new_tokens, spec, mod
         results = [{"question": q, "answer": a} for q, a in zip(questions, answers, strict=True)]
         if not as_json:
             for item in results:
-                click.echo(f"{item['question']}\t{item['answer']}")
+                echo_columns(item["question"], item["answer"])
     finish(as_json, {"image": image, "results": results}, failures)
 
 
@@ -292,7 +321,7 @@ def match_command(image, texts, method, spec, model, device, dtype, quantize, as
         results = [{"text": t, "score": s} for t, s in zip(texts, scores, strict=True)]
         if not as_json:
             for item in results:
-                click.echo(f"{item['score']:.6f}\t{item['text']}")
+                echo_columns(f"{item['score']:.6f}", item["text"])
     finish(as_json, {"image": image, "method": method, "results": results}, failures)
 
 
@@ -312,15 +341,16 @@ def classify_command(images, labels, template, method, batch_size, spec, model, 
     label_list = [label.strip() for label in labels.split(",") if label.strip()]
     if not label_list:
         raise click.UsageError("--labels needs at least one label")
+    paths = expand_images(images)
     pipe = load_model(spec, model, device, dtype, quantize)
     results, failures = [], []
-    for batch in readable_batches(pipe, images, batch_size, failures):
+    for batch in readable_batches(pipe, paths, batch_size, failures):
         pixel_values = batch.pixel_values
         outcome = usage_errors(lambda: classify_pixels(pipe, pixel_values, label_list, template, method))  # noqa: B023
         for name, item in zip(batch.names, outcome, strict=True):
             results.append({"image": name, **item})
             if not as_json:
-                click.echo(f"{name}\t{item['label']}\t{item['scores'][item['label']]:.4f}")
+                echo_columns(name, item["label"], f"{item['scores'][item['label']]:.4f}")
     finish(as_json, {"labels": label_list, "results": results}, failures)
 
 

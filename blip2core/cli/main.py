@@ -8,6 +8,7 @@ import sys
 import click
 
 from blip2core.cli import failures
+from blip2core.checkpoints.files import check_weights_exist
 from blip2core.cli.explain_command import explain_command
 from blip2core.cli.inference_commands import add_inference_commands
 from blip2core.cli.model_commands import add_model_commands
@@ -93,9 +94,11 @@ def spec_group() -> None:
 @spec_group.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 def spec_validate(file: str) -> None:
-    """Check FILE (YAML, JSON or TOML): structure, component names and their options."""
+    """Check FILE (YAML, JSON or TOML): structure, component names and their options, and that
+    every weights file or folder exists."""
     spec = PipelineSpec.from_file(file)
     spec.check_components(get_plugins().registry)
+    check_weights_exist(spec.weights, spec.weight_paths(), source=file)
     llm = spec.llm.name if spec.llm is not None else "none"
     click.echo(f"{file}: ok (vision={spec.vision.name}, bridge={spec.bridge.name}, llm={llm})")
 

@@ -41,12 +41,15 @@ def caption_prompt(style: str | None, prompt: str | None, spec_styles: Mapping[s
 
 def format_questions(template: str, questions: Sequence[str]) -> list[str]:
     """Each question put into ``template`` at its ``{}``. Raises ValueError for a template
-    without exactly one ``{}`` and TypeError for a question that is not a string."""
+    without exactly one ``{}`` or an empty (or all-whitespace) question, and TypeError for a
+    question that is not a string."""
     if not isinstance(template, str) or template.count("{}") != 1:
         raise ValueError(f"the question template needs exactly one '{{}}' where the question goes, got {template!r}")
     out = []
     for i, question in enumerate(questions):
         if not isinstance(question, str):
             raise TypeError(f"question {i} must be a string, got {type(question).__name__}")
+        if not question.strip():
+            raise ValueError(f"question {i} is empty: there is nothing to answer")
         out.append(template.replace("{}", question))
     return out

@@ -40,13 +40,39 @@ def llm_tokenizer(pipe: Pipeline) -> Any:
 
 def tokenize_prompts(pipe: Pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """prompts -> (input_ids [B, T], attention_mask [B, T]) on the pipeline's device, with the
-    tokenizer's special tokens (BOS), padded on the left."""
+    tokenizer's special tokens (BOS), padded on the left.
+
+    A prompt that gives no token at all (``""`` with a tokenizer that adds no BOS, as SmolLM2's)
+    becomes the one token ``start_token_id`` picks, as transformers' ``Blip2ForConditionalGeneration.
+    generate`` starts a caption without ``input_ids`` from the image and BOS (T >= 1 then)."""
     tokenizer = llm_tokenizer(pipe)
     side = tokenizer.padding_side
     if side != "left":
         raise Blip2Error(f"the language model's tokenizer pads on the {side}; batched generation needs left padding")
     encoded = tokenizer(prompts, padding="longest", return_tensors="pt")
-    return encoded["input_ids"].to(pipe.device), encoded["attention_mask"].to(pipe.device)
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    empty = mask.sum(dim=1) == 0
+    start = start_token_id(pipe) if bool(empty.any()) else None
+    if start is not None:
+        if ids.shape[1] == 0:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start
+            ids = torch.full((len(prompts), 1), pad, dtype=ids.dtype)
+            mask = torch.zeros((len(prompts), 1), dtype=mask.dtype)
+        first = -1 if side == "left" else 0  # the position of the row's first real token
+        ids[empty, first] = start
+        mask[empty, first] = 1
+    return ids.to(pipe.device), mask.to(pipe.device)
+
+
+def start_token_id(pipe: Pipeline) -> int | None:
+    """The token a generation without prompt tokens starts from: a transformers model's
+    ``config.bos_token_id`` (what ``Blip2ForConditionalGeneration.generate`` uses), else the
+    tokenizer's BOS; None when neither exists (generation then starts from the image alone)."""
+    llm = pipe.require_llm()
+    if isinstance(llm, TransformersLanguageModel) and isinstance(llm.config.bos_token_id, int):
+        return llm.config.bos_token_id
+    bos = getattr(llm_tokenizer(pipe), "bos_token_id", None)
+    return bos if isinstance(bos, int) else None
 
 
 def stop_and_pad_ids(pipe: Pipeline) -> tuple[list[int], int | None]:
@@ -98,7 +124,8 @@ def generate_ids(
     transformers_llm = isinstance(llm, TransformersLanguageModel)
     if transformers_llm and pipe.image_token_id is not None and embeds.shape[1] == mask.shape[1] > prompt_ids.shape[1]:
         queries = embeds.shape[1] - prompt_ids.shape[1]
-        image = torch.full_like(prompt_ids[:, :1], pipe.image_token_id).expand(-1, queries)
+        image = torch.full((prompt_ids.shape[0], queries), pipe.image_token_id, dtype=prompt_ids.dtype,
+                           device=prompt_ids.device)
         hf_ids = torch.cat([image, prompt_ids], dim=1)
         kwargs["input_ids"] = hf_ids
     if prefix_cache is not None:

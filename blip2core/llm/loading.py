@@ -11,6 +11,7 @@ Weights are read by transformers: safetensors, or ``.bin`` files through ``torch
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def load_language_model(
         config_class, model_class: the family's transformers classes (``LlamaConfig``,
             ``LlamaForCausalLM``); a checkpoint of another ``model_type`` is refused.
         padding_side: set on the tokenizer (``left`` for batched generation from a prefix).
-        stop_strings: texts whose single token becomes one of ``stop_token_ids`` (OPT: ``"\\n"``).
+        stop_strings: texts whose single token becomes one of ``stop_token_ids`` (OPT: ``"\\n"``);
+            one the tokenizer splits into several tokens is skipped with a warning (generation
+            then stops at EOS only).
     """
     import torch
 
@@ -62,7 +65,7 @@ def load_language_model(
     model.eval()
     if tokenizer is not None:
         prepare_tokenizer(tokenizer, padding_side)
-    stops = [single_token_id(tokenizer, text) for text in stop_strings] if tokenizer is not None else []
+    stops = single_token_ids(tokenizer, stop_strings, options.tokenizer or options.path) if tokenizer is not None else []
     return TransformersLanguageModel(model, tokenizer, stop_token_ids=stops, weights_loaded=weights_loaded)
 
 
@@ -97,12 +100,22 @@ def prepare_tokenizer(tokenizer: Any, padding_side: str) -> None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
 
 
-def single_token_id(tokenizer: Any, text: str) -> int:
-    """The id of the one token ``text`` encodes to (without special tokens)."""
-    ids = tokenizer(text, add_special_tokens=False).input_ids
-    if len(ids) != 1:
-        raise CheckpointError(f"tokenizer: {text!r} is {len(ids)} tokens, expected exactly one")
-    return int(ids[0])
+def single_token_ids(tokenizer: Any, texts: Iterable[str], source: str | None = None) -> list[int]:
+    """The id of each text that encodes to one token (without special tokens). A text of
+    several tokens (or none) cannot be a stop token: it is skipped with a warning naming the
+    tokenizer, and generation ends at EOS alone."""
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        if len(ids) == 1:
+            out.append(int(ids[0]))
+            continue
+        warnings.warn(
+            f"tokenizer {source or type(tokenizer).__name__}: {text!r} is {len(ids)} tokens, not one, so generation "
+            f"cannot stop at it; it stops at EOS only (outputs may run past {text!r})",
+            stacklevel=3,
+        )
+    return out
 
 
 def _dtype(name: str) -> Any:

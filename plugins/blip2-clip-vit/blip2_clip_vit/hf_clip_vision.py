@@ -134,4 +134,6 @@ def build_hf_clip_vision(options: HFClipVisionOptions) -> HFClipVision:
     model.eval()
     image_size = options.image_size or model.config.image_size
     preprocess = clip_preprocess_config(options.model_path, model.config.image_size, options.image_size)
-    return HFClipVision(model, index, options.final_norm, image_size, preprocess)
+    encoder = HFClipVision(model, index, options.final_norm, image_size, preprocess)
+    encoder.weights_loaded = options.model_path is not None  # LoadsOwnWeights: else random (config)
+    return encoder

@@ -178,6 +178,7 @@ def build_clip_vit(options: ClipViTOptions) -> OpenClipViT:
     encoder = OpenClipViT(tower, index, options.final_norm, options.ln_vision, preprocess)
     if options.pretrained is not None:
         encoder.load_weights_file(options.pretrained, options.strict)
+    encoder.weights_loaded = options.pretrained is not None  # LoadsOwnWeights: else random until a checkpoint
     return encoder
 
 

@@ -144,4 +144,5 @@ def build_eva_vit(options: EvaViTOptions) -> EvaViT:
     encoder = EvaViT(options)
     if options.weights is not None:
         encoder.load_weights_file(options.weights, options.weights_layout, options.strict)
+    encoder.weights_loaded = options.weights is not None  # LoadsOwnWeights: else random until a checkpoint
     return encoder

@@ -121,5 +121,6 @@ def build_open_clip_eva(options: OpenClipEvaOptions) -> OpenClipEva:
         if unexpected:
             logger.info("open-clip-eva: %s: %d keys not used (head, dropped blocks): %s",
                         options.pretrained, len(unexpected), unexpected[:8])
+    encoder.weights_loaded = options.pretrained is not None  # LoadsOwnWeights: else random until a checkpoint
     return encoder
 

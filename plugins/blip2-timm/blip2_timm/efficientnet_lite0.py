@@ -86,4 +86,6 @@ def build_efficientnet_lite0_encoder(options: EfficientNetLite0Options) -> TimmE
     """Factory of ``efficientnet-lite0``: the classifier model without its head, as tokens [B, (S/32)^2, 1280]."""
     model = build_efficientnet_lite0_classifier(options.weights)
     model.reset_classifier(0)
-    return TimmEncoder(model, lite0_preprocess_config(options.image_size))
+    encoder = TimmEncoder(model, lite0_preprocess_config(options.image_size))
+    encoder.weights_loaded = True  # LoadsOwnWeights: real ImageNet weights
+    return encoder

@@ -141,4 +141,5 @@ def build_timm_encoder(options: TimmOptions) -> TimmEncoder:
             raise_if_missing(missing, options.checkpoint_path)
         if unexpected:
             logger.info("timm: %s: %d keys not used: %s", options.checkpoint_path, len(unexpected), unexpected[:8])
+    encoder.weights_loaded = options.checkpoint_path is not None  # LoadsOwnWeights: else random, see spec seed
     return encoder
