@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import subprocess
-import time
+import sys
 import warnings
-from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from blip2core.plugins import get_registry
-from blip2core.precision import resolve_dtype
-from blip2_quant import parameter_bytes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a script: benchmarks.* importable
+
+from benchmarks.machine import cpu_summary  # noqa: E402
+from benchmarks.timing import median_seconds  # noqa: E402
+
+from blip2core.plugins import get_registry  # noqa: E402
+from blip2core.precision import resolve_dtype  # noqa: E402
+from blip2_quant import parameter_bytes  # noqa: E402
 
 #: real English text (public domain: Dickens, Melville, Austen, the Gettysburg Address, Darwin) and questions
 TEXTS = [
@@ -53,30 +56,6 @@ METHODS_LLM = [
     ("int4-weight-only", {"include_embeddings": True}),
 ]
 EVA_WIDTHS = {"patch_size": 14, "embed_dim": 1408, "depth": 4, "num_heads": 16, "mlp_ratio": 6144 / 1408}
-
-
-def cpu_summary() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "lscpu unavailable"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "vnni"))]
-    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs; flags: {' '.join(keep)}"
-
-
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each call, timed in alternation after one warm-up each."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for call in calls.values():
-        call()
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -117,8 +96,8 @@ def llm_part(rounds: int) -> None:
         logits = forward(llm)
         top1 = (logits.argmax(-1) == ref_logits.argmax(-1))[valid].float().mean().item()
         same = bool((generate(llm) == ref_gen).all())
-        speed = interleaved({"fp32": lambda: forward(reference), "q": lambda: forward(llm)}, rounds)
-        gen_speed = interleaved({"fp32": lambda: generate(reference), "q": lambda: generate(llm)}, max(1, rounds // 2))
+        speed = median_seconds({"fp32": lambda: forward(reference), "q": lambda: forward(llm)}, rounds)
+        gen_speed = median_seconds({"fp32": lambda: generate(reference), "q": lambda: generate(llm)}, max(1, rounds // 2))
         print(f"| {method} | {options or '-'} | {parameter_bytes(llm) / base_bytes:.3f} | "
               f"{cosine(logits[valid], ref_logits[valid]):.5f} | {top1:.4f} | {same} | "
               f"{speed['q'] / speed['fp32']:.2f}x time | {gen_speed['q'] / gen_speed['fp32']:.2f}x time |")
@@ -141,7 +120,7 @@ def vision_part(rounds: int, batch: int) -> None:
     for name, encoder in encoders.items():
         encoder.eval()
         q = quantized(encoder, "int8-dynamic", {})
-        speed = interleaved({"fp32": lambda: encoder(pixels), "q": lambda: q(pixels)}, rounds)
+        speed = median_seconds({"fp32": lambda: encoder(pixels), "q": lambda: q(pixels)}, rounds)
         print(f"| {name} | {parameter_bytes(q) / parameter_bytes(encoder):.3f} | {cosine(q(pixels), encoder(pixels)):.5f} | "
               f"{batch / speed['fp32']:.2f} | {batch / speed['q']:.2f} | {speed['fp32'] / speed['q']:.2f}x |")
 
@@ -155,7 +134,7 @@ def auto_part(rounds: int) -> None:
         {"model_name": "vit_base_patch16_224", "image_size": 224, "model_kwargs": EVA_WIDTHS}).eval()
     auto_vit = copy.deepcopy(vit).to(dtype)
     pixels = torch.randn(2, 3, 224, 224)
-    speed = interleaved({"fp32": lambda: vit(pixels), "auto": lambda: auto_vit(pixels.to(dtype))}, rounds)
+    speed = median_seconds({"fp32": lambda: vit(pixels), "auto": lambda: auto_vit(pixels.to(dtype))}, rounds)
     print(f"\ndtype auto on this machine: {resolution.describe()}")
     print("| workload | float32 s | auto s | auto / float32 time |")
     print("|---|---|---|---|")

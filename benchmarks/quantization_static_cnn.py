@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import copy
 import glob
-import statistics
-import time
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import skimage.data
@@ -24,6 +24,9 @@ from PIL import Image
 from torch import nn
 
 from blip2core.plugins import get_registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a script: benchmarks.* importable
+from benchmarks.timing import median_seconds  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -46,16 +49,8 @@ def pixels(image: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(np.asarray(resized)).permute(2, 0, 1).float() / 255 - MEAN) / STD
 
 
-def median_ms(calls: dict[str, callable], rounds: int = 7) -> dict[str, float]:
-    times = {name: [] for name in calls}
-    for call in calls.values():
-        call()
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1000 for name, values in times.items()}
+def median_ms(calls: dict, rounds: int = 7) -> dict[str, float]:
+    return {name: 1000 * seconds for name, seconds in median_seconds(calls, rounds).items()}
 
 
 @torch.no_grad()
