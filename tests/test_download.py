@@ -15,6 +15,7 @@ import pytest
 
 from blip2core import load_pipeline
 from blip2core.checkpoints.hub import resolve_hub_id
+from blip2core.cli.main import main
 from blip2core.errors import CheckpointError
 from blip2core.plugins import reset_plugins
 from fake_hub import COMMIT, FakeHub
@@ -132,7 +133,7 @@ def test_an_interrupted_download_keeps_finished_files_and_completes_later(hub, c
     assert (folder / "model.safetensors").read_bytes() == (hf_opt_folder / "model.safetensors").read_bytes()
 
 
-def test_a_corrupt_file_is_refused_and_removed_and_offline_names_what_is_missing(hub, cache, monkeypatch):
+def test_a_corrupt_file_is_refused_and_removed_and_offline_names_what_is_missing(hub, cache, monkeypatch, capsys):
     hub.corrupt.add("model.safetensors")
     with pytest.raises(CheckpointError, match=r"acme/tiny-blip2: model\.safetensors: checksum mismatch \(sha256 "):
         resolve_hub_id(REPO)
@@ -146,11 +147,13 @@ def test_a_corrupt_file_is_refused_and_removed_and_offline_names_what_is_missing
     message = str(error.value)
     assert "lacks 1 file(s): model.safetensors" in message and "blip2 download acme/tiny-blip2" in message
 
-    env = {"HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0"}
-    result = run_blip2("download", REPO, env=env)
-    assert result.returncode == 1
-    assert "Error: acme/tiny-blip2: model.safetensors: checksum mismatch" in result.stderr
-    assert "Traceback" not in result.stderr
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    with pytest.raises(SystemExit) as exit_code:
+        main(["download", REPO])
+    err = capsys.readouterr().err
+    assert exit_code.value.code == 1 and "Traceback" not in err
+    assert "Error: acme/tiny-blip2: model.safetensors: checksum mismatch" in err
 
 
 def test_offline_an_uncached_preset_fails_at_once_with_the_files_and_the_command(cache, presets_site):
@@ -162,10 +165,9 @@ def test_offline_an_uncached_preset_fails_at_once_with_the_files_and_the_command
     assert message.endswith("Fetch acme-absent (acme/absent) with network access: blip2 download acme-absent")
 
 
-def test_download_refuses_when_offline_and_names_unknown_models(cache, presets_site):
-    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(presets_site), os.environ.get("PYTHONPATH")]))}
-    result = run_blip2("download", "acme-tiny", env=env)
-    assert result.returncode == 1 and "downloads are off" in result.stderr and "Traceback" not in result.stderr
-    result = run_blip2("download", "acme-tiyn", env=env)
-    assert result.returncode == 1 and "did you mean 'acme-tiny'?" in result.stderr
+def test_download_refuses_when_offline_and_names_unknown_models(cache, presets_site, capsys):
+    for name, expected in (("acme-tiny", "acme/tiny-blip2: downloads are off"), ("acme-tiyn", "did you mean 'acme-tiny'?")):
+        with pytest.raises(SystemExit) as exit_code:
+            main(["download", name])
+        err = capsys.readouterr().err
+        assert exit_code.value.code == 1 and expected in err and "Traceback" not in err
