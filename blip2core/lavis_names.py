@@ -36,7 +36,8 @@ _POINT_ELSEWHERE = "point this name at a spec that loads the LAVIS .pth (registe
 _VIT_L = f"there is no Hugging Face checkpoint of the ViT-L Q-Former; {_POINT_ELSEWHERE}"
 _VIT_L_T5 = f"there is no Hugging Face checkpoint of the ViT-L FlanT5-XL model; {_POINT_ELSEWHERE}"
 
-#: LAVIS (name, model_type) -> preset (registered by blip2-opt, blip2-t5 and blip2-eva-clip: ``blip2 models``)
+#: LAVIS (name, model_type) -> preset (registered by blip2-opt, blip2-t5, blip2-llama and blip2-eva-clip:
+#: ``blip2 models``); the InstructBLIP ones load HF ``instructblip`` folders
 MODELS: dict[tuple[str, str], LavisModel] = {
     ("blip2_opt", "pretrain_opt2.7b"): LavisModel("blip2-opt-2.7b", "opt"),
     ("blip2_opt", "pretrain_opt6.7b"): LavisModel("blip2-opt-6.7b", "opt"),
@@ -46,13 +47,18 @@ MODELS: dict[tuple[str, str], LavisModel] = {
     ("blip2_t5", "pretrain_flant5xxl"): LavisModel("blip2-flan-t5-xxl", "opt"),
     ("blip2_t5", "caption_coco_flant5xl"): LavisModel("blip2-flan-t5-xl-coco", "opt", "a photo of"),
     ("blip2_t5", "pretrain_flant5xl_vitL"): LavisModel(None, "opt", unsupported=_VIT_L_T5),
+    ("blip2_vicuna_instruct", "vicuna7b"): LavisModel("instructblip-vicuna-7b", "opt"),
+    ("blip2_vicuna_instruct", "vicuna13b"): LavisModel("instructblip-vicuna-13b", "opt"),
+    ("blip2_t5_instruct", "flant5xl"): LavisModel("instructblip-flan-t5-xl", "opt"),
+    ("blip2_t5_instruct", "flant5xxl"): LavisModel("instructblip-flan-t5-xxl", "opt"),
     ("blip2_feature_extractor", "pretrain"): LavisModel("blip2-feature-extractor", "qformer"),
     **{(name, "pretrain"): LavisModel("blip2-itm-vit-g", "qformer") for name in ("blip2_image_text_matching", "blip2")},
     **{(name, "coco"): LavisModel("blip2-itm-vit-g-coco", "qformer") for name in _QFORMER_NAMES},
     **{(name, "pretrain_vitL"): LavisModel(None, "qformer", unsupported=_VIT_L) for name in _QFORMER_NAMES},
 }
 #: LAVIS name -> kind, for names pointed at custom sources
-KINDS: dict[str, Kind] = {"blip2_opt": "opt", "blip2_t5": "opt", **{name: "qformer" for name in _QFORMER_NAMES}}
+KINDS: dict[str, Kind] = {"blip2_opt": "opt", "blip2_t5": "opt", "blip2_vicuna_instruct": "opt",
+                          "blip2_t5_instruct": "opt", **{name: "qformer" for name in _QFORMER_NAMES}}
 
 _REGISTERED: dict[tuple[str, str], str] = {}
 

@@ -135,7 +135,8 @@ class TextBridge(Protocol):
 
     Attributes:
         has_text_heads: False when this instance was built without its text side (e.g. the
-            Q-Former of a ``Blip2ForConditionalGeneration`` checkpoint); its text methods then raise.
+            Q-Former of a ``Blip2ForConditionalGeneration`` checkpoint) or with it as an
+            instruction input only (InstructBLIP: no ITC / ITM / ITG heads); its text methods then raise.
         tokenizer: the Hugging Face tokenizer of the text side (BERT's for the Q-Former), or None.
         max_text_tokens: the longest text ``text_features`` accepts (position embeddings), or None.
         num_query_tokens: Q.

@@ -8,6 +8,9 @@ What transformers' ``testing_utils`` is to model authors, for plugin authors:
   ``Blip2ForConditionalGeneration`` around any transformers text model, written with
   ``save_pretrained``: what ``load_pipeline`` must load once your plugin claims the text
   model's ``model_type`` (hook ``register_hf_configs``); transformers' own outputs are the oracle.
+- ``save_hf_instructblip_folder(folder, text_config)``: the same for InstructBLIP
+  (``InstructBlipForConditionalGeneration``); the folder's tokenizers are the caller's to write
+  (``InstructBlipProcessor.save_pretrained``: the LLM's at the top, a BERT one in ``qformer_tokenizer/``).
 - ``tiny_blip2_config(text_config, ...)``: the ``Blip2Config`` of that folder, for other BLIP-2
   model classes (``Blip2ForImageTextRetrieval``).
 - ``check_vision_encoder(encoder)``: the ``VisionEncoder`` contract, checked on random pixels.
@@ -130,6 +133,48 @@ def save_hf_blip2_folder(
     )
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def save_hf_instructblip_folder(
+    folder: str | Path,
+    text_config: Mapping[str, Any],
+    *,
+    qformer_vocab_size: int,
+    image_token_index: int | None = None,
+    seed: int = 0,
+) -> Any:
+    """Write a random ``InstructBlipForConditionalGeneration`` (the tiny vision tower and Q-Former of
+    ``tiny_blip2_config``) with the given text model; returns it (eval).
+
+    Args:
+        folder: where ``save_pretrained`` writes ``config.json`` and ``model.safetensors``.
+        text_config: transformers config fields of the language model, with its ``model_type``.
+        qformer_vocab_size: the Q-Former's word embeddings: at least the size of the BERT tokenizer
+            that will read the instructions.
+        image_token_index: the ``<image>`` placeholder id (default: the last id of the text vocabulary).
+        seed: ``torch.manual_seed`` before the weights are drawn. The query tokens, which
+            transformers starts at 0, are drawn from N(0, 0.02) as BLIP-2's training does.
+    """
+    import torch
+    from transformers import InstructBlipConfig, InstructBlipForConditionalGeneration
+
+    text_config = dict(text_config)
+    if "model_type" not in text_config:
+        raise ValueError("text_config needs its model_type (e.g. 'llama', 't5')")
+    config = InstructBlipConfig(
+        vision_config=TINY_VISION_CONFIG,
+        qformer_config={**TINY_QFORMER_CONFIG, "vocab_size": qformer_vocab_size},
+        text_config=text_config,
+        num_query_tokens=TINY_NUM_QUERY_TOKENS,
+        initializer_range=0.02,
+        image_token_index=image_token_index if image_token_index is not None else int(text_config["vocab_size"]) - 1,
+    )
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, 0.02)
     model.save_pretrained(folder)
     return model
 

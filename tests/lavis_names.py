@@ -14,6 +14,8 @@ _VISION_RENAMES = (
 )
 _BRIDGE_PREFIXES = (
     ("qformer.layernorm.", "Qformer.bert.embeddings.LayerNorm."),
+    ("qformer.embeddings.layernorm.", "Qformer.bert.embeddings.LayerNorm."),  # InstructBLIP
+    ("qformer.embeddings.", "Qformer.bert.embeddings."),
     ("qformer.encoder.", "Qformer.bert.encoder."),
     ("embeddings.", "Qformer.bert.embeddings."),
     ("language_projection.", "opt_proj."),
@@ -53,7 +55,8 @@ def bridge_key_to_lavis(key: str) -> str:
 
 
 def hf_blip2_to_lavis(state_dict: dict[str, torch.Tensor], llm_prefix: str = "opt_model.") -> dict[str, torch.Tensor]:
-    """Every key of a Blip2ForConditionalGeneration / Blip2ForImageTextRetrieval state dict."""
+    """Every key of a Blip2ForConditionalGeneration / Blip2ForImageTextRetrieval /
+    InstructBlipForConditionalGeneration state dict."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.startswith("vision_model."):

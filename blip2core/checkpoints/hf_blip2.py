@@ -1,4 +1,5 @@
-"""Hugging Face BLIP-2 folders (``config.json`` with ``model_type: blip-2``) as pipeline specs.
+"""Hugging Face BLIP-2 folders (``config.json`` with ``model_type: blip-2``, or ``instructblip``:
+``blip2core.checkpoints.hf_instructblip``) as pipeline specs.
 
 The Q-Former is the core's own; the other two parts are asked of the plugins: each plugin claims
 the ``vision_config`` / ``text_config`` model types it can rebuild (hook ``register_hf_configs``)
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blip2core.checkpoints import hf_instructblip
 from blip2core.errors import Blip2Error, CheckpointError
 from blip2core.hookspecs import HFConfigReader, HFConfigSource
 from blip2core.registry import HF_CONFIG_PARTS
@@ -43,7 +45,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 
 def read_hf_config(folder: Path) -> dict[str, Any] | None:
-    """The folder's config.json if it is a BLIP-2 one, else None."""
+    """The folder's config.json if it is a BLIP-2 (or InstructBLIP) one, else None."""
     path = folder / "config.json"
     if not path.is_file():
         return None
@@ -51,7 +53,7 @@ def read_hf_config(folder: Path) -> dict[str, Any] | None:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: not valid JSON: {exc}") from None
-    return config if config.get("model_type") == "blip-2" else None
+    return config if config.get("model_type") in ("blip-2", hf_instructblip.MODEL_TYPE) else None
 
 
 def spec_from_hf_config(folder: Path, config: dict[str, Any], registry: Registry | None = None) -> PipelineSpec:
@@ -84,6 +86,9 @@ def spec_from_hf_config(folder: Path, config: dict[str, Any], registry: Registry
         bridge_options["embed_dim"] = config.get("image_text_hidden_size", 256)
         if source.has_tokenizer:
             bridge_options["tokenizer"] = str(folder)
+    if hf_instructblip.is_instructblip(config):
+        vision_config = hf_instructblip.blip2_vision_config(vision_config)
+        bridge_options.update(hf_instructblip.instruction_bridge_options(folder, qformer_config))
 
     vision = component_from_sub_config(registry, "vision", vision_config, source)
     llm = None

@@ -5,8 +5,11 @@ Checked against transformers 5.24 ``state_dict()`` / ``save_pretrained`` and LAV
 
     query_tokens                         query_tokens                    query_tokens
     encoder.input_norm.*                 qformer.layernorm.*             Qformer.bert.embeddings.LayerNorm.*
+                                         (InstructBLIP: qformer.embeddings.layernorm.*)
     encoder.layers.{i}.*                 qformer.encoder.layer.{i}.*     Qformer.bert.encoder.layer.{i}.*
     text_embeddings.word_embeddings.*    embeddings.word_embeddings.*    Qformer.bert.embeddings.word_embeddings.*
+                                         (InstructBLIP: qformer.embeddings.word_embeddings.*, and
+                                         likewise position_embeddings)
                                                                          (+ tied Qformer.cls.predictions.decoder.weight)
     text_embeddings.position_embeddings  embeddings.position_embeddings  Qformer.bert.embeddings.position_embeddings
     lm_head.transform.* / lm_head.norm.* (HF has no ITG head)            Qformer.cls.predictions.transform.dense.* /
@@ -112,6 +115,10 @@ HF = KeyScheme(
     top_level={
         "query_tokens": ("query_tokens",),
         "qformer.layernorm.": ("encoder.input_norm.",),
+        # InstructBLIP keeps the text embeddings and their LayerNorm inside the Q-Former
+        "qformer.embeddings.layernorm.": ("encoder.input_norm.",),
+        "qformer.embeddings.word_embeddings.": ("text_embeddings.word_embeddings.",),
+        "qformer.embeddings.position_embeddings.": ("text_embeddings.position_embeddings.",),
         "embeddings.word_embeddings.": ("text_embeddings.word_embeddings.",),
         "embeddings.position_embeddings.": ("text_embeddings.position_embeddings.",),
         "vision_projection.": ("vision_projection.",),
@@ -126,7 +133,7 @@ HF = KeyScheme(
         **_ATTENTION_OUTPUT_PARTS,
         **_FFN_PARTS,
     },
-    ignored=frozenset({"embeddings.position_ids"}),
+    ignored=frozenset({"embeddings.position_ids", "qformer.embeddings.position_ids"}),
     never_stored=("lm_head.", "temp"),
 )
 

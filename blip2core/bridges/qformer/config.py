@@ -38,6 +38,10 @@ class QFormerOptions(BaseModel):
         with_text_heads: build the text side: word/position embeddings, the text feed-forward of every
             layer, the ITC projections, the ITM head and the ITG LM head (stage-1 pre-training and
             retrieval). ``False`` gives the lean stage-2 bridge (HF ``Blip2ForConditionalGeneration``).
+        with_matching_heads: with ``with_text_heads``, also build the ITC projections, the ITM head,
+            the ITG LM head and the temperature. ``False`` keeps the text side an input only (word /
+            position embeddings and the text feed-forward), as InstructBLIP checkpoints hold it
+            (HF ``InstructBlipForConditionalGeneration``, LAVIS ``blip2_*_instruct``).
         with_llm_projection: add ``Linear(H, D)`` into the LLM's embedding space; without it
             ``llm_inputs`` is ``query_output`` and H must equal the LLM's D.
         init_from: folder of a BERT-architecture checkpoint (``config.json`` + ``model.safetensors`` or
@@ -77,6 +81,7 @@ class QFormerOptions(BaseModel):
     embed_dim: int = Field(256, gt=0)
     initializer_range: float = Field(0.02, gt=0)
     with_text_heads: bool = True
+    with_matching_heads: bool = True
     with_llm_projection: bool = True
     init_from: str | None = None
     tokenizer: str | None = None
@@ -99,6 +104,8 @@ class QFormerOptions(BaseModel):
             )
         if self.freeze_text_side and not self.with_text_heads:
             raise ValueError("freeze_text_side needs with_text_heads=True: without text heads there is no text side")
+        if not self.with_matching_heads and not self.with_text_heads:
+            raise ValueError("with_matching_heads=False needs with_text_heads=True: it drops the heads, not the text side")
         if self.instruction_aware and not self.with_text_heads:
             raise ValueError("instruction_aware needs with_text_heads=True: the instruction is embedded by the text side")
         if self.pad_token_id >= self.vocab_size:

@@ -52,8 +52,9 @@ class QFormerBridge(nn.Module):
         temp: nn.Parameter scalar, ITC temperature (init 0.07); None without text heads.
         init_report: what ``init_from`` copied (``blip2core.bridges.qformer.bert_init.InitReport``) or None.
 
-    Modules: ``encoder`` (``input_norm`` + ``layers``), ``llm_projection`` (Linear(H, D) or None), and with
-    text heads ``text_embeddings``, ``vision_projection`` / ``text_projection`` (Linear(H, E)),
+    Modules: ``encoder`` (``input_norm`` + ``layers``), ``llm_projection`` (Linear(H, D) or None), with
+    text heads ``text_embeddings`` and, unless ``with_matching_heads=False``,
+    ``vision_projection`` / ``text_projection`` (Linear(H, E)),
     ``itm_head`` (Linear(H, 2)), ``lm_head`` (ITG head tied to the word embeddings).
     """
 
@@ -90,6 +91,7 @@ class QFormerBridge(nn.Module):
         self.temp: nn.Parameter | None = None
         if options.with_text_heads:
             self.text_embeddings = TextEmbeddings(options)
+        if options.with_text_heads and options.with_matching_heads:
             self.vision_projection = nn.Linear(options.hidden_size, options.embed_dim)
             self.text_projection = nn.Linear(options.hidden_size, options.embed_dim)
             self.itm_head = nn.Linear(options.hidden_size, 2)
@@ -195,8 +197,9 @@ class QFormerBridge(nn.Module):
     # -- the TextBridge protocol: image-text contrastive (ITC) ------------------------------
     @property
     def has_text_heads(self) -> bool:
-        """Whether this Q-Former was built with its text side (``options.with_text_heads``)."""
-        return self.text_embeddings is not None
+        """Whether this Q-Former has its text side with the ITC / ITM / ITG heads
+        (``options.with_text_heads`` and ``options.with_matching_heads``)."""
+        return self.text_projection is not None
 
     @property
     def max_text_tokens(self) -> int:
@@ -326,8 +329,13 @@ class QFormerBridge(nn.Module):
     # -- helpers -----------------------------------------------------------------------------
     def _text_part(self, module: nn.Module | None) -> nn.Module:
         if module is None:
+            if self.text_embeddings is None:
+                raise RuntimeError(
+                    "this qformer was built with with_text_heads=False: it has no text embeddings, ITC/ITM/ITG heads"
+                )
             raise RuntimeError(
-                "this qformer was built with with_text_heads=False: it has no text embeddings, ITC/ITM/ITG heads"
+                "this qformer was built with with_matching_heads=False: its text side is an instruction input "
+                "only, with no ITC/ITM/ITG heads"
             )
         return module
 
