@@ -234,6 +234,14 @@ class Pipeline(nn.Module):
 
         return answer(self, images, questions, **options)
 
+    def chat(self, image: Any, messages: Any, **options: Any) -> Any:
+        """The reply to a conversation about one image (a string, or with ``stream=True`` an iterator
+        of text pieces); options: stop, decoding (``blip2core.inference.chat.chat``; several turns
+        with one encoding of the image: ``blip2core.inference.chat.Conversation``)."""
+        from blip2core.inference.chat import chat
+
+        return chat(self, image, messages, **options)
+
     def extract_features(self, images: Any = None, texts: Any = None, mode: str = "image") -> Any:
         """``Features`` with LAVIS's field names (``blip2core.inference.features.extract_features``)."""
         from blip2core.inference.features import extract_features

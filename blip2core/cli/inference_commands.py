@@ -50,6 +50,12 @@ def quantize_option(command: Callable) -> Callable:
 
 def model_options(command: Callable) -> Callable:
     """--spec / --model / --device / --dtype / --quantize / --json, shared by every inference command."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout.")(command)
+    return loading_options(command)
+
+
+def loading_options(command: Callable) -> Callable:
+    """--spec / --model / --device / --dtype / --quantize: which model, where, how (``load_model``)."""
     options = [
         click.option("--spec", "spec", type=click.Path(dir_okay=False), help="Pipeline spec file (YAML/JSON/TOML)."),
         click.option("--model", "model", metavar="NAME_OR_PATH",
@@ -59,7 +65,6 @@ def model_options(command: Callable) -> Callable:
                      help="Precision of the frozen parts (default: the spec's, else auto = what the device "
                           "runs natively; blip2 env shows it)."),
         quantize_option,
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON document to stdout."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -9,6 +9,7 @@ import click
 
 from blip2core.cli import failures
 from blip2core.checkpoints.files import check_weights_exist
+from blip2core.cli.chat_command import chat_command
 from blip2core.cli.explain_command import explain_command
 from blip2core.cli.inference_commands import add_inference_commands
 from blip2core.cli.model_commands import add_model_commands
@@ -111,6 +112,7 @@ def spec_schema() -> None:
 
 add_inference_commands(cli)  # caption, ask, features, match, classify
 cli.add_command(explain_command)
+cli.add_command(chat_command)
 add_model_commands(cli)  # models, download, export
 
 

@@ -105,13 +105,14 @@ def generate_ids(
     prompt_mask: torch.Tensor,
     settings: GenerationSettings,
     prefix_cache: Any = None,
+    extra_kwargs: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Generate after image + prompt: encoding [B, Q, D], prompt_ids / prompt_mask [B, T]
     -> new token ids [B * num_return_sequences, L] (rows of one input are adjacent).
 
     ``prefix_cache``: the LLM cache over one image's soft prompt (``build_prefix_cache``; the LLM
     implements ``blip2core.protocols.SupportsPrefixCache``); every row must then carry that
-    image's encoding.
+    image's encoding. ``extra_kwargs``: further ``generate`` options (a streamer, stop strings).
 
     A transformers language model also gets the Hugging Face ids (``<image>`` x Q + prompt) as
     ``input_ids``, so that logits processors see the context transformers' BLIP-2 gives them.
@@ -119,7 +120,7 @@ def generate_ids(
     llm = pipe.require_llm()
     embeds, mask = pipe.build_llm_inputs(encoding, prompt_ids, prompt_mask)
     check_length(llm, embeds.shape[1], prompt_ids.shape[1], settings.max_new_tokens)
-    kwargs = generation_kwargs(pipe, settings)
+    kwargs = {**generation_kwargs(pipe, settings), **(extra_kwargs or {})}
     hf_ids = None
     transformers_llm = isinstance(llm, TransformersLanguageModel)
     if transformers_llm and pipe.image_token_id is not None and embeds.shape[1] == mask.shape[1] > prompt_ids.shape[1]:
