@@ -13,6 +13,9 @@ resumed run) may look at while it is written:
 
 Temporary names start with ``.tmp-`` and moved-aside folders with ``.trash-`` (``is_leftover``
 recognises both), so a listing can skip them and a clean-up can remove what a killed process left.
+They also carry the host and process id of the writer: the first atomic write into a folder in a
+process removes the leftovers there whose writer, on this host, is no longer running (a process
+killed mid-write), and never those of a live writer or of another host's.
 A temporary file keeps the final suffix, for writers that pick the format from it (matplotlib,
 YAML/JSON spec files).
 
@@ -24,7 +27,9 @@ umask), even when the writer replaced the temporary file with one of its own: sa
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import stat
 import uuid
 from collections.abc import Callable, Iterator
@@ -54,6 +59,7 @@ def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     The temporary file exists (empty) when the block starts; the writer overwrites it.
     """
     target = Path(path)
+    _remove_stale(target)
     tmp = _temp_name(target, target.suffix)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies, as for open()
     plain_mode = stat.S_IMODE(os.stat(tmp).st_mode)
@@ -94,6 +100,7 @@ def atomic_folder(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
     tmp = _temp_name(target)
     tmp.mkdir()  # the umask applies, as for any new folder
     try:
@@ -110,9 +117,52 @@ def atomic_folder(
         shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname())[:32] or "host"
+
+
 def _temp_name(target: Path, suffix: str = "") -> Path:
-    """A fresh name beside ``target``: ``.tmp-<name>-<pid>-<random><suffix>``."""
-    return target.with_name(f"{TEMP_PREFIX}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+    """A fresh name beside ``target``: ``.tmp-<name>-<host>.<pid>-<random><suffix>``."""
+    return target.with_name(f"{TEMP_PREFIX}{target.name}-{_host()}.{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+#: folders this process has cleaned already (a listing per folder, not per write)
+_CLEANED: set[str] = set()
+
+
+def _remove_stale(target: Path) -> None:
+    """Once per folder and process: remove the temporary files / folders (and moved-aside folders)
+    in ``target``'s folder that a writer on this host left when it was killed (its process is
+    gone); a live writer's, and other hosts', are left alone."""
+    folder = os.path.abspath(target.parent)
+    if folder in _CLEANED:
+        return
+    _CLEANED.add(folder)
+    mine = re.compile(rf"^(?:{re.escape(TEMP_PREFIX)}|{re.escape(TRASH_PREFIX)}).*-{re.escape(_host())}\.(\d+)-[0-9a-f]{{8}}")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = mine.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user's process
+        return True
+    return True
 
 
 def _rename_folder(tmp: Path, target: Path, keep_existing: Callable[[Path], bool] | None) -> None:
@@ -120,7 +170,7 @@ def _rename_folder(tmp: Path, target: Path, keep_existing: Callable[[Path], bool
         if target.exists():
             if keep_existing is not None and keep_existing(target):
                 return
-            trash = target.with_name(f"{TRASH_PREFIX}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            trash = target.with_name(f"{TRASH_PREFIX}{target.name}-{_host()}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
             try:
                 os.rename(target, trash)
             except FileNotFoundError:

@@ -16,6 +16,7 @@ from blip2core.checkpoints.run_folders import (
     newest_step,
 )
 from blip2core.compose import build_pipeline
+from blip2core.confinement import check_confined
 from blip2core.errors import SpecError
 from blip2core.lavis_names import resolve as resolve_lavis
 from blip2core.pipeline import Pipeline
@@ -119,6 +120,7 @@ def load_pipeline(
     quantize: dict[str, Any] | None = None,
     strict: bool = True,
     registry: Registry | None = None,
+    confine_to: str | Path | None = None,
 ) -> Pipeline:
     """Compose a Pipeline and load its weights.
 
@@ -130,9 +132,14 @@ def load_pipeline(
             entry for that component, e.g. ``{"llm": "int8-weight-only", "vision": "int8-dynamic"}``.
         strict: missing or unexpected checkpoint keys raise CheckpointError (else: a warning).
         registry: components to use (default: every discovered plugin).
+        confine_to: a folder the spec may read local files from, and nowhere else (symlinks
+            resolved): for a model folder from someone you do not trust (``blip2core.confinement``).
+            The ``weights`` given here are the caller's own and are not checked.
     """
     registry = registry if registry is not None else get_registry()
     spec = resolve_spec(source, registry)
+    if confine_to is not None:
+        check_confined(spec, confine_to)
     overrides: dict[str, Any] = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
     if quantize:
         overrides["quantize"] = {**spec.model_dump()["quantize"], **quantize}  # validated below

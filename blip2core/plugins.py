@@ -40,6 +40,11 @@ BUILTIN_MODULES = ("blip2core.bridges.plugin", "blip2core.preprocess.plugin")
 SELECTION_VARIABLES = ("BLIP2_PLUGINS", "BLIP2_DISABLE_PLUGINS")
 
 
+#: what a plugin's import or hook may raise without taking blip2 down: any error, and a
+#: ``sys.exit()`` (a KeyboardInterrupt is the user's, and still stops everything)
+PLUGIN_FAILURES = (Exception, SystemExit)
+
+
 def normalize_name(name: str) -> str:
     """PEP 503 normalisation, so ``Blip2_OPT`` and ``blip2-opt`` are the same distribution."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -150,7 +155,7 @@ class Plugins:
         self.infos.append(info)
         try:
             module = entry_point.load() if entry_point is not None else importlib.import_module(info.module)
-        except Exception as exc:  # a broken plugin must not break the others
+        except PLUGIN_FAILURES as exc:  # a broken plugin must not break the others
             info.add_error(f"import failed: {type(exc).__name__}: {exc}")
             self._record_failure(info, f"failed to import: {type(exc).__name__}: {exc}")
             return
@@ -217,7 +222,7 @@ class Plugins:
             register: hookspecs.Register = add
             try:
                 self._hook_of(hook_name, module)(register=register)
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 info.add_error(f"{hook_name} raised {type(exc).__name__}: {exc}")
                 self._record_failure(info, f"raised in {hook_name}: {type(exc).__name__}: {exc}")
                 continue
@@ -243,7 +248,7 @@ class Plugins:
         register: hookspecs.RegisterHFConfig = claim
         try:
             self._hook_of("register_hf_configs", module)(register=register)
-        except Exception as exc:
+        except PLUGIN_FAILURES as exc:
             info.add_error(f"register_hf_configs raised {type(exc).__name__}: {exc}")
             return
         for claim in claims:
@@ -270,7 +275,7 @@ class Plugins:
         for impl in self.manager.hook.register_commands.get_hookimpls():
             try:
                 self._hook_of("register_commands", impl.plugin)(cli=cli)
-            except Exception as exc:
+            except PLUGIN_FAILURES as exc:
                 errors.append(f"{impl.plugin_name}: register_commands raised {type(exc).__name__}: {exc}")
         return errors
 

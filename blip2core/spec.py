@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from blip2core.errors import SpecError, UnknownComponentError
 from blip2core.precision import DType
 from blip2core.registry import Registry, format_validation_error
+from blip2core.structure_limits import check_structure
 
 QuantizeTarget = Literal["vision", "bridge", "llm"]
 QUANTIZE_TARGETS: tuple[str, ...] = ("vision", "bridge", "llm")
@@ -147,7 +148,7 @@ class PipelineSpec(BaseModel):
         if path.suffix == ".json":
             path.write_text(json.dumps(data, indent=2) + "\n")
         else:
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
+            path.write_text(yaml.dump(data, Dumper=NumberDumper, sort_keys=False))
 
 
 def normalise_quantize(value: Any) -> Any:
@@ -168,11 +169,17 @@ class NumberLoader(yaml.SafeLoader):
     floats (YAML 1.1, PyYAML's default, wants a dot and makes them strings)."""
 
 
-NumberLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+class NumberDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, quoting the strings ``NumberLoader`` would read as numbers (``"1e-6"``,
+    a component or style named ``"0E0"``), so that a spec written by ``to_file`` reads back equal."""
+
+
+for _yaml_class in (NumberLoader, NumberDumper):
+    _yaml_class.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
 
 
 #: the largest spec / run config file read (they are a few KiB)
@@ -180,10 +187,16 @@ MAX_STRUCTURED_FILE_BYTES = 16 * 2**20
 
 
 def read_structured_file(path: str | Path) -> Any:
-    """Parse YAML, JSON or TOML by suffix; every failure names the file."""
+    """Parse YAML, JSON or TOML by suffix; every failure names the file. A document that is too
+    large, nested too deeply, recursive, or that expands to too many values through YAML aliases is
+    refused (``blip2core.structure_limits``)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:  # a pipe (<(...)) is fine; /dev/zero stops at the cap
+            raw = file.read(MAX_STRUCTURED_FILE_BYTES + 1)
+        if len(raw) > MAX_STRUCTURED_FILE_BYTES:
+            raise SpecError(f"{path}: over {MAX_STRUCTURED_FILE_BYTES // 2**20} MiB, not a spec or run config")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -191,13 +204,22 @@ def read_structured_file(path: str | Path) -> Any:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
-        if suffix == ".json":
-            return json.loads(text)
-        if suffix == ".toml":
-            return tomllib.loads(text)
+            data = yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = None
     except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to parse") from None
+    if suffix in (".yaml", ".yml", ".json", ".toml"):
+        problem = check_structure(data)
+        if problem:
+            raise SpecError(f"{path}: {problem}")
+        return data
     raise SpecError(f"{path}: unsupported spec format {suffix!r} (use .yaml, .yml, .json or .toml)")
 
 

@@ -26,7 +26,9 @@ def check_shapes(
     leading_rows_ok: Collection[str] = (),
     message: MismatchMessage | None = None,
 ) -> list[str]:
-    """Check that each tensor fits the own tensor it is meant for; nothing is written.
+    """Check that each tensor fits the own tensor it is meant for (its shape; and a floating-point
+    one takes only floating-point values: an int, bool or complex tensor would be cast silently);
+    nothing is written.
 
     Args:
         own_state: the module's ``state_dict()`` (own name -> tensor).
@@ -42,13 +44,18 @@ def check_shapes(
         The own names that take only leading rows, in ``mapped`` order.
 
     Raises:
-        CheckpointError: the first tensor whose shape does not fit.
+        CheckpointError: the first tensor whose shape or kind of values does not fit.
     """
     partial: list[str] = []
     for own_key, (source_key, tensor) in mapped.items():
         target = own_state.get(own_key)
         if target is None:
             continue
+        if target.is_floating_point() and not tensor.is_floating_point():  # int, bool, complex: no silent cast
+            raise CheckpointError(
+                f"{source + ': ' if source else ''}key {source_key!r} (for {own_key!r}) holds {tensor.dtype} values, "
+                f"where {target.dtype} weights were expected"
+            )
         expected, found = tuple(target.shape), tuple(tensor.shape)
         if found == expected:
             continue

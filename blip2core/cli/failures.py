@@ -3,8 +3,9 @@
 Exit codes: 0 when everything worked; 1 for an error: a problem with the input (every
 ``Blip2Error``: a spec, a checkpoint, an image, a plugin; a file that cannot be read or written)
 or an unexpected one, whose line says how to see its traceback; 2 for a usage error (click);
-130 when interrupted. Every command, the plugins' too (``blip2 train`` / ``blip2 eval``), runs
-through ``run_reporting_errors``.
+130 when interrupted. Running out of memory is one line too, naming what may fit (a batch the
+model runs out of memory on is split first: ``blip2core.inference.memory``). Every command, the
+plugins' too (``blip2 train`` / ``blip2 eval``), runs through ``run_reporting_errors``.
 
 ``blip2 --debug COMMAND`` or ``BLIP2_DEBUG=1`` lets the exception through with its traceback, for
 developers. Warnings of the ``Blip2Warning`` family are printed as one ``warning: ...`` line.
@@ -69,9 +70,21 @@ def run_reporting_errors(invoke: Callable[[], Any]) -> int:
         except Exception as exc:
             if debug:
                 raise
+            if _out_of_memory(exc):  # outside a batch a BatchFitter splits (e.g. loading the images)
+                click.echo(f"Error: out of memory ({_one_line(exc)}); a smaller --batch-size, a smaller model "
+                           "or a lower --dtype may fit", err=True)
+                return 1
             click.echo(f"Error: unexpected {type(exc).__name__}: {_one_line(exc)} ({DEBUG_HINT})", err=True)
             return 1
     return result if isinstance(result, int) else 0
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    from blip2core.inference.memory import is_out_of_memory  # imports torch: only once something failed
+
+    return is_out_of_memory(exc)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -193,6 +193,7 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
     """Caption IMAGES (files or folders)."""
     from blip2core.inference.captioning import caption_pixels
     from blip2core.inference.generation import GenerationSettings
+    from blip2core.inference.memory import BatchFitter
     from blip2core.inference.prompts import caption_prompt
 
     settings = usage_errors(lambda: GenerationSettings(
@@ -202,8 +203,11 @@ def caption_command(images, style, prompt, num_beams, max_new_tokens, min_new_to
     pipe = load_model(spec, model, device, dtype, quantize)
     text = usage_errors(lambda: caption_prompt(style, prompt, pipe.spec.styles))
     results, failures = [], []
+    fit = BatchFitter(batch_size)
     for batch in readable_batches(pipe, paths, batch_size, failures):
-        for name, caption in zip(batch.names, caption_pixels(pipe, batch.pixel_values, text, settings), strict=True):
+        pixels = batch.pixel_values
+        parts = fit.run(lambda a, b: caption_pixels(pipe, pixels[a:b], text, settings), len(pixels))  # noqa: B023
+        for name, caption in zip(batch.names, [c for part in parts for c in part], strict=True):
             results.append({"image": name, "caption": caption})
             if not as_json:
                 echo_columns(name, caption)
@@ -260,12 +264,14 @@ def features_command(inputs, out, overwrite, progress, batch_size, spec, model, 
     is refused. Under torchrun each rank takes every W-th image and writes
     <stem>.rank<r>-of-<W><suffix>.
     """
+    import torch
     from tqdm.auto import tqdm
 
     from blip2core.inference.feature_inputs import feature_inputs
     from blip2core.inference.feature_store import FeatureStore, output_format, shard_path
     from blip2core.inference.features import features_from_pixels
     from blip2core.inference.fingerprint import pipeline_fingerprint
+    from blip2core.inference.memory import BatchFitter
     from blip2core.inference.ranks import shard
     from blip2core.torchrun import process_group
 
@@ -279,13 +285,17 @@ def features_command(inputs, out, overwrite, progress, batch_size, spec, model, 
         todo = [image for image in mine if image.name not in store.done]
         failures: list[dict[str, str]] = []
         written = 0
+        fit = BatchFitter(batch_size)
         with tqdm(total=len(mine), initial=len(mine) - len(todo), unit="img", desc=f"features[{rank}]",
                   disable=not progress) as bar:
             for chunk in batches(todo, batch_size):
                 batch = load_reporting(pipe, [image.path for image in chunk], failures)
                 if batch.indices:
-                    features = features_from_pixels(pipe, batch.pixel_values, [], "image")
-                    store.write([chunk[i].name for i in batch.indices], features.to_dict())
+                    pixels = batch.pixel_values
+                    parts = fit.run(lambda a, b: features_from_pixels(pipe, pixels[a:b], [], "image").to_dict(),  # noqa: B023
+                                    len(pixels))
+                    features = {field: torch.cat([part[field] for part in parts]) for field in parts[0]}
+                    store.write([chunk[i].name for i in batch.indices], features)
                     written += len(batch.indices)
                 bar.update(len(chunk))
         total = store.finish()
@@ -341,6 +351,7 @@ def match_command(image, texts, method, spec, model, device, dtype, quantize, as
 def classify_command(images, labels, template, method, batch_size, spec, model, device, dtype, quantize,
                      as_json) -> None:
     """Zero-shot classification of IMAGES (files or folders) into --labels."""
+    from blip2core.inference.memory import BatchFitter
     from blip2core.inference.retrieval import classify_pixels
 
     label_list = [label.strip() for label in labels.split(",") if label.strip()]
@@ -349,9 +360,12 @@ def classify_command(images, labels, template, method, batch_size, spec, model, 
     paths = expand_images(images)
     pipe = load_model(spec, model, device, dtype, quantize)
     results, failures = [], []
+    fit = BatchFitter(batch_size)
     for batch in readable_batches(pipe, paths, batch_size, failures):
         pixel_values = batch.pixel_values
-        outcome = usage_errors(lambda: classify_pixels(pipe, pixel_values, label_list, template, method))  # noqa: B023
+        parts = fit.run(lambda a, b: usage_errors(  # noqa: B023
+            lambda: classify_pixels(pipe, pixel_values[a:b], label_list, template, method)), len(pixel_values))  # noqa: B023
+        outcome = [item for part in parts for item in part]
         for name, item in zip(batch.names, outcome, strict=True):
             results.append({"image": name, **item})
             if not as_json:

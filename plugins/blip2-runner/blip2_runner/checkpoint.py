@@ -219,12 +219,14 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
             raise CheckpointError(f"{folder}: incomplete checkpoint, {name} is missing")
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("state.json is not a mapping with an integer 'step'")
         trainable = load_file(str(folder / "trainable.safetensors"))
         optimizer = optimizer_state_from_files(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
         rng_tensors = load_file(str(folder / "rng.safetensors"))
-    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{folder}: unreadable checkpoint: {type(exc).__name__}: {exc}") from None
-    return Checkpoint(folder, int(state["step"]), trainable, optimizer, state, rng_tensors)
+    return Checkpoint(folder, state["step"], trainable, optimizer, state, rng_tensors)
 
 
 def load_trainable_into(pipeline: torch.nn.Module, weights: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
