@@ -30,6 +30,7 @@ from blip2core.protocols import (
     LanguageModelOutput,
     Preprocessor,
     VisionEncoder,
+    is_encoder_decoder,
     reads_instruction,
 )
 from blip2core.checkpoints.copying import frozen_parameter_names
@@ -67,6 +68,7 @@ class Pipeline(nn.Module):
         self.llm = llm
         self.preprocessor = preprocessor
         self.image_token_id = spec.image_token_id
+        self.bos_for_empty_prompt = spec.bos_for_empty_prompt
         self.load_report: LoadReport | None = None
         for frozen in self.frozen_modules():
             freeze(frozen)
@@ -193,11 +195,15 @@ class Pipeline(nn.Module):
         ``Blip2ForConditionalGeneration``: [B, Q+T, V] (or [B, T, V] when input_ids already hold
         the Q image placeholders). With labels [B, T] (-100 = ignore), the loss covers text only.
         ``instruction``: B strings for an instruction-aware bridge.
+
+        An encoder-decoder language model (T5; ``EncoderDecoderLanguageModel``) reads image and
+        input_ids in its encoder; labels [B, L] are then its decoder's targets, and the logits
+        [B, L, V] those of the decoder, as transformers gives them.
         """
         llm = self.require_llm()
         encoding = self.encode_images(pixel_values, instruction)
         embeds, mask = self.build_llm_inputs(encoding, input_ids, attention_mask)
-        if labels is not None and labels.shape[1] < embeds.shape[1]:
+        if labels is not None and not is_encoder_decoder(llm) and labels.shape[1] < embeds.shape[1]:
             pad = embeds.shape[1] - labels.shape[1]
             prefix = torch.full((labels.shape[0], pad), -100, dtype=torch.long, device=labels.device)
             labels = torch.cat([prefix, labels], dim=1)
@@ -254,11 +260,12 @@ class Pipeline(nn.Module):
 
         return match(self, images, texts, method)
 
-    def retrieve(self, images: Any, texts: Any, k: int = 5) -> dict[str, list]:
-        """ITC top-k re-scored with ITM, both directions (``blip2core.inference.retrieval.retrieve``)."""
+    def retrieve(self, images: Any, texts: Any, k: int = 5,
+                 directions: Any = ("image_to_text", "text_to_image")) -> dict[str, list]:
+        """ITC top-k re-scored with ITM, in the directions asked (``blip2core.inference.retrieval.retrieve``)."""
         from blip2core.inference.retrieval import retrieve
 
-        return retrieve(self, images, texts, k)
+        return retrieve(self, images, texts, k, directions)
 
     def classify(self, images: Any, labels: Any, template: str = "a photo of {}", **options: Any) -> list[dict]:
         """Zero-shot label probabilities per image (``blip2core.inference.retrieval.classify``)."""

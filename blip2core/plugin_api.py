@@ -36,11 +36,12 @@ Bridges:
 
 Optional protocols (also exported by ``blip2core``) and checking for them:
     TextBridge, GenerationDefaults, SupportsPrefixCache, BatchPreprocessor, LoadsOwnWeights,
-    InstructionAwareBridge
+    InstructionAwareBridge, EncoderDecoderLanguageModel
     require_protocol(component, Protocol, needed_by, role, name)  the component, or MissingProtocolError
-Language models (transformers ``*ForCausalLM`` behind the LanguageModel protocol):
-    LanguageModelOptions, TorchDType, TransformersLanguageModel, load_language_model,
-    map_foreign_keys, causal_lm_loss, positions_from_mask
+    is_encoder_decoder(llm)               whether a language model is an encoder-decoder (T5)
+Language models (transformers ``*ForCausalLM`` / ``*ForConditionalGeneration`` behind the LanguageModel protocol):
+    LanguageModelOptions, TorchDType, TransformersLanguageModel, TransformersSeq2SeqLanguageModel,
+    load_language_model, map_foreign_keys, causal_lm_loss, positions_from_mask
 
 Hugging Face BLIP-2 folders (hook ``register_hf_configs``):
     text_config_reader(name)              the reader for a transformers-backed language model
@@ -92,6 +93,7 @@ from blip2core.hookspecs import (
 from blip2core.llm import (
     LanguageModelOptions,
     TransformersLanguageModel,
+    TransformersSeq2SeqLanguageModel,
     causal_lm_loss,
     load_language_model,
     map_foreign_keys,
@@ -112,6 +114,7 @@ from blip2core.protocols import (
     BatchPreprocessor,
     Bridge,
     BridgeOutput,
+    EncoderDecoderLanguageModel,
     GenerationDefaults,
     InstructionAwareBridge,
     LanguageModel,
@@ -126,6 +129,7 @@ from blip2core.protocols import (
     Task,
     TextBridge,
     VisionEncoder,
+    is_encoder_decoder,
     require_protocol,
 )
 from blip2core.registry import Component, Registry, format_validation_error
@@ -190,6 +194,9 @@ __all__ = [
     "TorchDType",
     "TorchrunEnv",
     "TransformersLanguageModel",
+    "TransformersSeq2SeqLanguageModel",
+    "EncoderDecoderLanguageModel",
+    "is_encoder_decoder",
     "UnknownComponentError",
     "VisionEncoder",
     "atomic_file",

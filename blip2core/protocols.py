@@ -13,6 +13,8 @@ needs a capability a component lacks raises ``MissingProtocolError`` naming both
 - ``TextBridge``: the bridge's text side (ITC / ITM / ITG): ``match``, ``retrieve``, ``classify``,
   text and multimodal ``extract_features``, the runner's itc / itm / itg losses.
 - ``GenerationDefaults``: the LLM says which tokens end a generated sequence and which pad it.
+- ``EncoderDecoderLanguageModel``: the LLM is an encoder-decoder (T5 / FlanT5): the soft prompt and
+  the prompt go into its encoder, the text comes out of its decoder.
 - ``SupportsPrefixCache``: the LLM reuses the key/value cache of one image's soft prompt for
   many questions (``answer(prefix_cache=True)``); without it every question runs in full.
 - ``BatchPreprocessor``: the preprocessor lists bad inputs instead of raising (``blip2 features``).
@@ -217,7 +219,10 @@ class LanguageModelOutput:
 
 @runtime_checkable
 class LanguageModel(Protocol):
-    """A frozen causal LM; an ``nn.Module``.
+    """A frozen causal LM (or, with ``EncoderDecoderLanguageModel``, an encoder-decoder); an ``nn.Module``.
+
+    The shapes below are those of a decoder-only model; an encoder-decoder reads ``forward`` and
+    ``generate`` as ``EncoderDecoderLanguageModel`` says.
 
     Attributes:
         hidden_size: D, width of its input embeddings.
@@ -248,6 +253,39 @@ class LanguageModel(Protocol):
         B' = B * num_return_sequences. kwargs are Hugging Face generation options.
         """
         ...
+
+
+@runtime_checkable
+class EncoderDecoderLanguageModel(Protocol):
+    """Optional on a LanguageModel: an encoder-decoder (T5 / FlanT5, ``is_encoder_decoder`` True).
+
+    The input embeddings [B, T, D] (soft prompt, then the prompt's tokens) go into the encoder,
+    bi-directionally; text is produced by the decoder. What changes against a decoder-only model:
+
+    - ``forward(inputs_embeds, attention_mask, labels=...)``: labels [B, L] are the *decoder's*
+      targets (the answer / caption ids ending with EOS, -100 = ignore), not a copy of the input
+      positions; the decoder reads them shifted right behind its start token. Returns decoder
+      logits [B, L, V] (position l predicts label l, no shift) and their mean cross-entropy.
+      Without labels the decoder makes one step: logits [B, 1, V] of the first output token.
+    - ``generate(inputs_embeds, attention_mask, **kwargs)`` returns the decoder's new ids [B', L]
+      without its start token; the prompt is never part of the output.
+    - prompts are padded on the right: ``[soft prompt | prompt | pad .. pad]``, as transformers'
+      ``Blip2Processor`` and LAVIS build them for T5 (relative positions count padding).
+    - no ``SupportsPrefixCache``: the encoder reads the image and the question together.
+
+    Decoder-only language models need not declare anything: a model without the attribute is
+    decoder-only (``is_encoder_decoder(llm)``).
+
+    Attributes:
+        is_encoder_decoder: True.
+    """
+
+    is_encoder_decoder: bool
+
+
+def is_encoder_decoder(llm: Any) -> bool:
+    """Whether a language model is an encoder-decoder (``EncoderDecoderLanguageModel``)."""
+    return isinstance(llm, EncoderDecoderLanguageModel) and bool(llm.is_encoder_decoder)
 
 
 @runtime_checkable
@@ -374,7 +412,7 @@ class LoadsForeignCheckpoints(Protocol):
     - layout ``"lavis"`` (LAVIS ``.pth``): ``visual_encoder.*`` and ``ln_vision.*`` to the vision
       encoder; ``query_tokens``, ``Qformer.*``, ``opt_proj.*`` / ``llm_proj.*`` / ``t5_proj.*``,
       ``vision_proj.*``, ``text_proj.*``, ``itm_head.*``, ``temp`` to the bridge; ``opt_model.*`` /
-      ``llm_model.*`` to the LLM.
+      ``llm_model.*`` / ``t5_model.*`` to the LLM.
     """
 
     def load_foreign_state_dict(

@@ -60,6 +60,11 @@ class PipelineSpec(BaseModel):
             in blip2core, Hugging Face or LAVIS layout. Relative paths are relative to the spec file.
         image_token_id: the LLM token that marks where the image's soft prompt goes in prompts
             tokenised the Hugging Face way (``<image>`` x Q); None: the soft prompt is prepended.
+        bos_for_empty_prompt: what a generation with an empty prompt starts from when the LLM's
+            tokenizer adds no BOS (SmolLM2's): True = the LLM config's ``bos_token_id`` after the
+            image (what transformers' ``Blip2ForConditionalGeneration.generate`` does without
+            ``input_ids``; Hugging Face BLIP-2 folders set it); False = the image alone, which is
+            how ``blip2 train`` trains prompt-less captions (the text follows the image directly).
         styles: extra named caption prompts (``caption(style=...)``).
         device, dtype: where and in which precision the frozen parts run; ``dtype: auto`` picks
             what the device runs natively (``blip2core.precision``).
@@ -77,6 +82,7 @@ class PipelineSpec(BaseModel):
     quantize: dict[QuantizeTarget, ComponentSpec] = Field(default_factory=dict)
     weights: list[str] = Field(default_factory=list)
     image_token_id: int | None = None
+    bos_for_empty_prompt: bool = False
     styles: dict[str, str] = Field(default_factory=dict)
     device: str = "cpu"
     dtype: DType = "float32"

@@ -4,6 +4,8 @@ What transformers' ``testing_utils`` is to model authors, for plugin authors:
 
 - ``save_tiny_tokenizer(folder)``: a real byte-level BPE tokenizer trained in milliseconds with no
   download, whose small vocabulary fits tiny random language models.
+- ``save_tiny_t5_tokenizer(folder)``: the same for T5 / FlanT5: a SentencePiece-style Unigram
+  vocabulary in transformers' ``T5Tokenizer`` (pad 0, ``</s>`` 1 appended, unk 2, no BOS).
 - ``save_hf_blip2_folder(folder, text_config)``: a random, tiny Hugging Face
   ``Blip2ForConditionalGeneration`` around any transformers text model, written with
   ``save_pretrained``: what ``load_pipeline`` must load once your plugin claims the text
@@ -64,6 +66,30 @@ def save_tiny_tokenizer(folder: str | Path, vocab_size: int = 320, *, bos: str =
     )
     folder = Path(folder)
     fast.save_pretrained(folder)
+    return folder
+
+
+#: T5's special tokens and their ids: <pad>=0, </s>=1, <unk>=2
+T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
+
+
+def save_tiny_t5_tokenizer(folder: str | Path, vocab_size: int = 120) -> Path:
+    """Write a T5 tokenizer (transformers' ``T5Tokenizer``, no extra ids) over a Unigram vocabulary of
+    at most ``vocab_size`` pieces from a tiny corpus; returns the folder. Like FlanT5's, it appends
+    ``</s>`` to every encoding and pads on the right; ``len(tokenizer)`` is its real size.
+
+    The vocabulary is built, not trained (the ``tokenizers`` Unigram trainer is not deterministic
+    across runs): the special tokens, then every corpus word as ``"▁word"`` (log-prob -2), then
+    ``"▁"`` and every character (-6), so known words stay one piece and anything else spells out."""
+    from transformers import T5Tokenizer
+
+    words = sorted({word for line in TINY_CORPUS for word in line.split()})
+    chars = sorted({char for line in TINY_CORPUS for char in line if not char.isspace()})
+    vocab = [(token, 0.0) for token in T5_SPECIAL_TOKENS]
+    vocab += [("\u2581" + word, -2.0) for word in words]
+    vocab += [("\u2581", -6.0)] + [(char, -6.0) for char in chars if ("\u2581" + char, -2.0) not in vocab]
+    folder = Path(folder)
+    T5Tokenizer(vocab=vocab[:vocab_size], extra_ids=0).save_pretrained(folder)
     return folder
 
 

@@ -105,6 +105,27 @@ def test_retrieval_is_itc_top_k_rescored_by_itm_plus_itc(retrieval, photos):
         assert sorted(e["index"] for e in ranking) == sorted(itc[:, t].topk(k).indices.tolist())
 
 
+def test_retrieval_in_one_direction_scores_only_its_candidate_pairs(retrieval, photos, monkeypatch):
+    _, _, pipe = retrieval
+    both = pipe.retrieve(photos[:1], TEXTS, k=2)
+    from blip2core.inference import retrieval as retrieval_module
+
+    joint_pairs = []
+    original = retrieval_module.itm_logits
+
+    def counting(bridge, vision_tokens, ids, mask):
+        joint_pairs.append(ids.shape[0])
+        return original(bridge, vision_tokens, ids, mask)
+
+    monkeypatch.setattr(retrieval_module, "itm_logits", counting)
+    one_way = pipe.retrieve(photos[:1], TEXTS, k=2, directions=["image_to_text"])
+    assert list(one_way) == ["image_to_text"] and one_way["image_to_text"] == both["image_to_text"]
+    assert joint_pairs == [2]  # the image's 2 candidates, not every text (both directions need all of them)
+    assert list(pipe.retrieve(photos[:1], TEXTS, k=2, directions="text_to_image")) == ["text_to_image"]
+    with pytest.raises(ValueError, match=r"directions must name some of image_to_text, text_to_image"):
+        pipe.retrieve(photos[:1], TEXTS, directions=["sideways"])
+
+
 def test_classification_probabilities_follow_itc_and_itm(retrieval, photos):
     _, tokenizer, pipe = retrieval
     labels = ["cat", "astronaut", "cup of coffee"]

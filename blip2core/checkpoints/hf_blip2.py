@@ -101,6 +101,7 @@ def spec_from_hf_config(folder: Path, config: dict[str, Any], registry: Registry
             "bridge": {"name": "qformer", "options": bridge_options},
             "llm": llm,
             "image_token_id": config.get("image_token_index", config.get("image_token_id")),
+            "bos_for_empty_prompt": True,  # transformers' generate starts from BOS without input_ids
             "weights": [str(folder.resolve())],
         },
         source=str(where),

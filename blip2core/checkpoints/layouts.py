@@ -53,7 +53,7 @@ PREFIXES: dict[str, tuple[tuple[str, str], ...]] = {
 _MARKERS = {
     "native": ("bridge.",),
     "hf": ("qformer.", "vision_model.", "language_projection.", "language_model."),
-    "lavis": ("Qformer.", "visual_encoder.", "ln_vision.", "opt_proj.", "llm_proj.", "opt_model."),
+    "lavis": ("Qformer.", "visual_encoder.", "ln_vision.", "opt_proj.", "llm_proj.", "t5_proj.", "opt_model.", "t5_model."),
 }
 
 

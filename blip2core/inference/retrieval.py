@@ -25,10 +25,14 @@ if TYPE_CHECKING:
     from blip2core.pipeline import Pipeline
 
 
+DIRECTIONS = ("image_to_text", "text_to_image")
+
+
 def retrieve(
-    pipe: Pipeline, images: Any, texts: str | Sequence[str], k: int = 5
+    pipe: Pipeline, images: Any, texts: str | Sequence[str], k: int = 5,
+    directions: Sequence[str] = DIRECTIONS,
 ) -> dict[str, list[list[dict[str, float]]]]:
-    """Rank texts for each image and images for each text.
+    """Rank texts for each image and/or images for each text.
 
     As BLIP-2 (LAVIS ``compute_sim_matrix``): the ITC similarity picks the top ``k`` candidates,
     then each candidate's score is its ITM "match" logit plus its ITC similarity.
@@ -36,10 +40,16 @@ def retrieve(
     Returns:
         ``{"image_to_text": [per image: [{"index", "score", "itc", "itm"}, ...]],
         "text_to_image": [per text: [...]]}``, each list sorted by ``score``, best first, at most
-        ``k`` long; ``index`` points into ``texts`` / ``images``.
+        ``k`` long; ``index`` points into ``texts`` / ``images``. Only the keys of ``directions``
+        are present: ``directions=["image_to_text"]`` runs ITM on the I x k candidate pairs only
+        (with both, one image against T texts needs every one of the T pairs for text_to_image).
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
+    wanted = [directions] if isinstance(directions, str) else list(directions)
+    unknown = [d for d in wanted if d not in DIRECTIONS]
+    if unknown or not wanted:
+        raise ValueError(f"directions must name some of {', '.join(DIRECTIONS)}; got {directions!r}")
     text_list = as_text_list(texts, "texts")
     pixel_values = load_images(pipe, images)
     with exclusive(pipe):
@@ -48,8 +58,8 @@ def retrieve(
         vision_tokens = pipe.encode_vision(pixel_values)  # [I, N, C]
         image_proj, text_proj = itc_embeddings(bridge, vision_tokens, ids, mask)
         itc = query_text_similarity(image_proj, text_proj).float().cpu()  # [I, T]
-        i2t = itc.topk(min(k, itc.shape[1]), dim=1).indices.tolist()  # [I, K] text indices
-        t2i = itc.topk(min(k, itc.shape[0]), dim=0).indices.t().tolist()  # [T, K] image indices
+        i2t = itc.topk(min(k, itc.shape[1]), dim=1).indices.tolist() if "image_to_text" in wanted else []  # [I, K]
+        t2i = itc.topk(min(k, itc.shape[0]), dim=0).indices.t().tolist() if "text_to_image" in wanted else []  # [T, K]
         pairs = list(dict.fromkeys([(i, t) for i, row in enumerate(i2t) for t in row]
                                    + [(i, t) for t, row in enumerate(t2i) for i in row]))
         rows = torch.tensor([i for i, _ in pairs], device=vision_tokens.device)
@@ -64,10 +74,11 @@ def retrieve(
     def best_first(entries: list[dict[str, float]]) -> list[dict[str, float]]:
         return sorted(entries, key=lambda e: -e["score"])
 
-    return {
+    ranked = {
         "image_to_text": [best_first([entry(t, i, t) for t in row]) for i, row in enumerate(i2t)],
         "text_to_image": [best_first([entry(i, i, t) for i in row]) for t, row in enumerate(t2i)],
     }
+    return {direction: ranked[direction] for direction in DIRECTIONS if direction in wanted}
 
 
 def classify(

@@ -21,7 +21,7 @@ from blip2core.encoding import ImageEncoding
 from blip2core.errors import Blip2Error, InputError
 from blip2core.inference.generation import GenerationSettings
 from blip2core.llm.wrapper import TransformersLanguageModel
-from blip2core.protocols import GenerationDefaults, SupportsPrefixCache, require_protocol
+from blip2core.protocols import GenerationDefaults, SupportsPrefixCache, is_encoder_decoder, require_protocol
 
 if TYPE_CHECKING:
     from blip2core.pipeline import Pipeline
@@ -40,19 +40,23 @@ def llm_tokenizer(pipe: Pipeline) -> Any:
 
 def tokenize_prompts(pipe: Pipeline, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """prompts -> (input_ids [B, T], attention_mask [B, T]) on the pipeline's device, with the
-    tokenizer's special tokens (BOS), padded on the left.
+    tokenizer's special tokens (BOS), padded on the left (an encoder-decoder's, as T5's: on the
+    right, ``blip2core.protocols.EncoderDecoderLanguageModel``).
 
     A prompt that gives no token at all (``""`` with a tokenizer that adds no BOS, as SmolLM2's)
-    becomes the one token ``start_token_id`` picks, as transformers' ``Blip2ForConditionalGeneration.
-    generate`` starts a caption without ``input_ids`` from the image and BOS (T >= 1 then)."""
+    becomes the one token ``start_token_id`` picks when the spec's ``bos_for_empty_prompt`` is set
+    (Hugging Face folders: as transformers' ``Blip2ForConditionalGeneration.generate`` starts a
+    caption without ``input_ids`` from the image and BOS; T >= 1 then); otherwise generation starts
+    from the image alone, as ``blip2 train`` trains prompt-less captions."""
     tokenizer = llm_tokenizer(pipe)
     side = tokenizer.padding_side
-    if side != "left":
-        raise Blip2Error(f"the language model's tokenizer pads on the {side}; batched generation needs left padding")
+    expected = "right" if is_encoder_decoder(pipe.require_llm()) else "left"
+    if side != expected:
+        raise Blip2Error(f"the language model's tokenizer pads on the {side}; batched generation needs {expected} padding")
     encoded = tokenizer(prompts, padding="longest", return_tensors="pt")
     ids, mask = encoded["input_ids"], encoded["attention_mask"]
     empty = mask.sum(dim=1) == 0
-    start = start_token_id(pipe) if bool(empty.any()) else None
+    start = start_token_id(pipe) if bool(empty.any()) and pipe.bos_for_empty_prompt else None
     if start is not None:
         if ids.shape[1] == 0:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start

@@ -2,6 +2,7 @@
 
 Public API:
     TransformersLanguageModel: the ``LanguageModel`` implementation (wraps a ``*ForCausalLM``).
+    TransformersSeq2SeqLanguageModel: the encoder-decoder one (wraps a ``T5ForConditionalGeneration``).
     LanguageModelOptions: the options every transformers-backed LLM component takes.
     load_language_model: options + the family's transformers classes -> TransformersLanguageModel.
     causal_lm_loss, positions_from_mask: the loss and position rule ``forward`` uses.
@@ -15,11 +16,13 @@ from blip2core.llm.loading import load_language_model
 from blip2core.llm.loss import causal_lm_loss, positions_from_mask
 from blip2core.llm.options import LanguageModelOptions
 from blip2core.llm.sources import blip2_cache_root
+from blip2core.llm.seq2seq import TransformersSeq2SeqLanguageModel
 from blip2core.llm.wrapper import TransformersLanguageModel
 
 __all__ = [
     "LanguageModelOptions",
     "TransformersLanguageModel",
+    "TransformersSeq2SeqLanguageModel",
     "blip2_cache_root",
     "causal_lm_loss",
     "gguf_cache_folder",

@@ -8,9 +8,12 @@ What the checkpoints really hold (checked against transformers 5.24 ``save_pretr
   tied (OPT, SmolLM2; not Llama-2 / Vicuna). Older exports kept a bare base model
   (``language_model.decoder.*`` / ``language_model.layers.*``) with a top-level ``lm_head.*``.
 - layout ``lavis``: ``opt_model.*`` (OPT) or ``llm_model.*`` (Vicuna/Llama), each a whole
-  ``*ForCausalLM`` again (``opt_model.model.decoder.*``, ``opt_model.lm_head.weight``).
+  ``*ForCausalLM`` again (``opt_model.model.decoder.*``, ``opt_model.lm_head.weight``), or
+  ``t5_model.*`` (FlanT5), a whole ``T5ForConditionalGeneration`` (``t5_model.shared.weight``,
+  ``t5_model.encoder.block.*``, ``t5_model.lm_head.weight``).
 
-The target names are those of the transformers ``*ForCausalLM`` (``model.*``, ``lm_head.*``).
+The target names are those of the transformers model (``*ForCausalLM``: ``model.*``, ``lm_head.*``;
+``T5ForConditionalGeneration``: ``shared.*``, ``encoder.*``, ``decoder.*``, ``lm_head.*``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from blip2core.errors import CheckpointError
 #: layout -> prefixes whose subtree belongs to the language model
 LAYOUT_PREFIXES: dict[str, tuple[str, ...]] = {
     "hf": ("language_model.", ""),
-    "lavis": ("opt_model.", "llm_model."),
+    "lavis": ("opt_model.", "llm_model.", "t5_model."),
 }
 _BARE_ALLOWED = ("lm_head.",)  # with the empty prefix, only a top-level lm_head belongs to the LLM
 

@@ -20,6 +20,7 @@ from blip2core.errors import CheckpointError
 from blip2core.hf_config import hf_config_from_fields
 from blip2core.llm.options import LanguageModelOptions
 from blip2core.llm.prequantized import check_environment
+from blip2core.llm.seq2seq import TransformersSeq2SeqLanguageModel
 from blip2core.llm.sources import resolve_folder, resolve_gguf
 from blip2core.llm.wrapper import TransformersLanguageModel
 from blip2core.precision import torch_dtype
@@ -34,14 +35,17 @@ def load_language_model(
     model_class: type,
     padding_side: str = "left",
     stop_strings: Iterable[str] = (),
-) -> TransformersLanguageModel:
-    """Load (or build) the causal LM and its tokenizer, frozen-ready in eval mode.
+) -> TransformersLanguageModel | TransformersSeq2SeqLanguageModel:
+    """Load (or build) the language model and its tokenizer, frozen-ready in eval mode: a
+    ``TransformersLanguageModel`` for a causal LM, a ``TransformersSeq2SeqLanguageModel`` for an
+    encoder-decoder (``model_class`` ``T5ForConditionalGeneration``: config ``is_encoder_decoder``).
 
     Args:
         options: where the weights/architecture and tokenizer come from.
         config_class, model_class: the family's transformers classes (``LlamaConfig``,
             ``LlamaForCausalLM``); a checkpoint of another ``model_type`` is refused.
-        padding_side: set on the tokenizer (``left`` for batched generation from a prefix).
+        padding_side: set on the tokenizer (``left`` for batched generation from a prefix;
+            ``right`` for an encoder-decoder, whose prompts are padded after the text).
         stop_strings: texts whose single token becomes one of ``stop_token_ids`` (OPT: ``"\\n"``);
             one the tokenizer splits into several tokens is skipped with a warning (generation
             then stops at EOS only).
@@ -66,7 +70,8 @@ def load_language_model(
     if tokenizer is not None:
         prepare_tokenizer(tokenizer, padding_side)
     stops = single_token_ids(tokenizer, stop_strings, options.tokenizer or options.path) if tokenizer is not None else []
-    return TransformersLanguageModel(model, tokenizer, stop_token_ids=stops, weights_loaded=weights_loaded)
+    wrapper = TransformersSeq2SeqLanguageModel if model.config.is_encoder_decoder else TransformersLanguageModel
+    return wrapper(model, tokenizer, stop_token_ids=stops, weights_loaded=weights_loaded)
 
 
 def config_from_fields(config_class: type, fields: Mapping[str, Any]) -> Any:

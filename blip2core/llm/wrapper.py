@@ -1,4 +1,5 @@
-"""``TransformersLanguageModel``: any transformers causal LM behind the ``LanguageModel`` protocol.
+"""``TransformersLanguageModel``: any transformers causal LM behind the ``LanguageModel`` protocol
+(``TransformersModel``: what it shares with the encoder-decoder wrapper of ``blip2core.llm.seq2seq``).
 
 Shapes: B = batch, T = sequence length, D = input-embedding width, V = vocabulary size.
 """
@@ -19,11 +20,14 @@ from blip2core.llm.loss import causal_lm_loss, positions_from_mask
 from blip2core.protocols import LanguageModelOutput
 
 
-class TransformersLanguageModel(nn.Module):
-    """A frozen transformers ``*ForCausalLM`` fed with input embeddings.
+class TransformersModel(nn.Module):
+    """What every transformers-backed language model shares: the model, its tokenizer, the
+    ``GenerationDefaults``, its input embedding and the loading of foreign checkpoints.
+    ``TransformersLanguageModel`` (decoder-only) and ``TransformersSeq2SeqLanguageModel``
+    (encoder-decoder, ``blip2core.llm.seq2seq``) add ``forward`` and ``generate``.
 
     Attributes:
-        model: the transformers causal LM (its state-dict names appear under ``model.``).
+        model: the transformers model (its state-dict names appear under ``model.``).
         tokenizer: its Hugging Face tokenizer (``padding_side`` set as asked), or None when the
             component was built from a bare config without a tokenizer source.
         hidden_size: D, the width of the input embeddings (OPT with ``word_embed_proj_dim`` !=
@@ -33,10 +37,6 @@ class TransformersLanguageModel(nn.Module):
             BLIP-2 captioning: the id of ``"\\n"``). Not applied by ``generate`` itself: pass
             ``eos_token_id=[*llm.stop_token_ids, eos]`` to use them.
         weights_loaded: True when pretrained weights were loaded (not a random-init config).
-
-    Besides ``LanguageModel`` it implements ``GenerationDefaults`` (``stop_token_ids``,
-    ``eos_token_ids``, ``pad_token_id``), ``SupportsPrefixCache``, ``LoadsOwnWeights`` and
-    ``LoadsForeignCheckpoints`` (``blip2core.protocols``).
     """
 
     def __init__(
@@ -54,9 +54,6 @@ class TransformersLanguageModel(nn.Module):
         self.vocab_size: int = model.get_output_embeddings().weight.shape[0]
         self.stop_token_ids: tuple[int, ...] = tuple(stop_token_ids)
         self.weights_loaded = weights_loaded
-        parameters = inspect.signature(model.forward).parameters
-        self._takes_position_ids = "position_ids" in parameters
-        self._takes_logits_to_keep = "logits_to_keep" in parameters
         self.train(model.training)  # a frozen LLM arrives in eval mode: keep it so
 
     @property
@@ -78,6 +75,90 @@ class TransformersLanguageModel(nn.Module):
         """The pad id of the model's generation config, or None (callers fall back to the tokenizer's)."""
         return getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
 
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids [B, T] long -> embeddings [B, T, D] (the model's own input embedding)."""
+        embedding = self.model.get_input_embeddings()
+        return embedding(input_ids.to(embedding.weight.device))
+
+    def _with_pad_token(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``generate`` kwargs given the tokenizer's pad id when neither they nor the model name one."""
+        if kwargs.get("pad_token_id") is None and self.model.generation_config.pad_token_id is None:
+            pad = getattr(self.tokenizer, "pad_token_id", None)
+            if pad is not None:
+                kwargs["pad_token_id"] = pad
+        return kwargs
+
+    def load_foreign_state_dict(
+        self, state_dict: Mapping[str, torch.Tensor], layout: str
+    ) -> tuple[list[str], list[str]]:
+        """Copy in the language-model weights of a Hugging Face (``hf``) or LAVIS (``lavis``) BLIP-2
+        state dict (full key names: ``language_model.*`` / top-level ``lm_head.*``, or
+        ``opt_model.*`` / ``llm_model.*`` / ``t5_model.*``; see ``blip2core.llm.foreign``).
+
+        Returns (missing keys in this module's names, e.g. ``model.lm_head.weight``; source keys
+        that fit nothing). A tied output embedding counts as loaded with the input embedding.
+        """
+        own = self.model.state_dict()
+        mapping, unexpected = map_foreign_keys(state_dict.keys(), layout, own.keys())
+        if self._untie_output_embedding(state_dict, mapping, own):
+            own = self.model.state_dict()
+        with torch.no_grad():
+            for source, target in mapping.items():
+                tensor, param = state_dict[source], own[target]
+                if tuple(tensor.shape) != tuple(param.shape):
+                    raise CheckpointError(
+                        f"{source}: shape {tuple(tensor.shape)} does not fit the language model's "
+                        f"{target} {tuple(param.shape)}; is the component's config the checkpoint's?"
+                    )
+                param.copy_(tensor.to(param.dtype))
+        targets = set(mapping.values())
+        loaded = {_identity(own[t]) for t in targets}
+        missing = [f"model.{k}" for k, v in own.items() if k not in targets and _identity(v) not in loaded]
+        return missing, unexpected
+
+    def _untie_output_embedding(
+        self, state_dict: Mapping[str, torch.Tensor], mapping: Mapping[str, str], own: Mapping[str, torch.Tensor]
+    ) -> bool:
+        """Give the output embedding its own weight when it is tied to the input embedding here but the
+        checkpoint holds two different tensors for them (FlanT5: transformers 5 builds every T5 tied
+        and unties it on loading such a checkpoint, as done here). Returns whether it untied."""
+        output = self.model.get_output_embeddings()
+        if output is None or _identity(output.weight) != _identity(self.model.get_input_embeddings().weight):
+            return False
+        tied = _identity(output.weight)
+        sources = {target: source for source, target in mapping.items() if _identity(own[target]) == tied}
+        name = next((f"{n}.weight" for n, m in self.model.named_modules() if m is output), None)
+        if name not in sources or len(sources) < 2:
+            return False
+        head = state_dict[sources[name]]
+        if all(torch.equal(state_dict[s], head) for t, s in sources.items() if t != name):
+            return False
+        output.weight = nn.Parameter(output.weight.detach().clone(), requires_grad=output.weight.requires_grad)
+        self.model.config.tie_word_embeddings = False
+        return True
+
+
+class TransformersLanguageModel(TransformersModel):
+    """A frozen transformers ``*ForCausalLM`` fed with input embeddings (attributes: ``TransformersModel``).
+
+    Besides ``LanguageModel`` it implements ``GenerationDefaults`` (``stop_token_ids``,
+    ``eos_token_ids``, ``pad_token_id``), ``SupportsPrefixCache``, ``LoadsOwnWeights`` and
+    ``LoadsForeignCheckpoints`` (``blip2core.protocols``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any = None,
+        *,
+        stop_token_ids: Iterable[int] = (),
+        weights_loaded: bool = False,
+    ) -> None:
+        super().__init__(model, tokenizer, stop_token_ids=stop_token_ids, weights_loaded=weights_loaded)
+        parameters = inspect.signature(model.forward).parameters
+        self._takes_position_ids = "position_ids" in parameters
+        self._takes_logits_to_keep = "logits_to_keep" in parameters
+
     # -- SupportsPrefixCache --------------------------------------------------------------
     def build_prefix_cache(self, prefix_embeds: torch.Tensor) -> Any:
         """prefix_embeds [1, P, D] -> the transformers key/value cache over the P positions."""
@@ -86,11 +167,6 @@ class TransformersLanguageModel(nn.Module):
     def prefix_cache_kwargs(self, cache: Any, rows: int) -> dict[str, Any]:
         """``generate`` keyword arguments continuing from a private copy of ``cache`` repeated for ``rows`` rows."""
         return {kv_cache.cache_argument(self.model): kv_cache.expanded_copy(cache, rows)}
-
-    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """input_ids [B, T] long -> embeddings [B, T, D] (the model's own input embedding)."""
-        embedding = self.model.get_input_embeddings()
-        return embedding(input_ids.to(embedding.weight.device))
 
     def forward(
         self,
@@ -137,38 +213,9 @@ class TransformersLanguageModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
         attention_mask = attention_mask.to(inputs_embeds.device, torch.long)
-        if kwargs.get("pad_token_id") is None and self.model.generation_config.pad_token_id is None:
-            pad = getattr(self.tokenizer, "pad_token_id", None)
-            if pad is not None:
-                kwargs["pad_token_id"] = pad
+        kwargs = self._with_pad_token(kwargs)
         output = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
         return getattr(output, "sequences", output)
-
-    def load_foreign_state_dict(
-        self, state_dict: Mapping[str, torch.Tensor], layout: str
-    ) -> tuple[list[str], list[str]]:
-        """Copy in the language-model weights of a Hugging Face (``hf``) or LAVIS (``lavis``) BLIP-2
-        state dict (full key names: ``language_model.*`` / top-level ``lm_head.*``, or
-        ``opt_model.*`` / ``llm_model.*``; see ``blip2core.llm.foreign``).
-
-        Returns (missing keys in this module's names, e.g. ``model.lm_head.weight``; source keys
-        that fit nothing). A tied output embedding counts as loaded with the input embedding.
-        """
-        own = self.model.state_dict()
-        mapping, unexpected = map_foreign_keys(state_dict.keys(), layout, own.keys())
-        with torch.no_grad():
-            for source, target in mapping.items():
-                tensor, param = state_dict[source], own[target]
-                if tuple(tensor.shape) != tuple(param.shape):
-                    raise CheckpointError(
-                        f"{source}: shape {tuple(tensor.shape)} does not fit the language model's "
-                        f"{target} {tuple(param.shape)}; is the component's config the checkpoint's?"
-                    )
-                param.copy_(tensor.to(param.dtype))
-        targets = set(mapping.values())
-        loaded = {_identity(own[t]) for t in targets}
-        missing = [f"model.{k}" for k, v in own.items() if k not in targets and _identity(v) not in loaded]
-        return missing, unexpected
 
 
 def _identity(tensor: torch.Tensor) -> tuple:

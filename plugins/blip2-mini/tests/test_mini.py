@@ -43,6 +43,23 @@ def test_mini_answers_test_questions_it_never_saw(mini):
     assert right >= 19, list(zip([q for _, q, _ in picked], answers, [t for _, _, t in picked]))
 
 
+def test_mini_captions_name_the_colour_and_shape(mini):
+    """A prompt-less caption starts from the image alone, as stage 1-3 trained it ("a red circle"):
+    starting from SmolLM2's BOS (<|im_start|>) instead gave "assistant"."""
+    questions, answers, image_ids = easy_vqa.get_test_questions()
+    paths = easy_vqa.get_test_image_paths()
+    truth: dict[int, dict[str, str]] = {}
+    for question, answer, image in zip(questions, answers, image_ids):
+        if question.lower().startswith("what color"):
+            truth.setdefault(image, {})["colour"] = answer
+        elif question.lower().startswith("what shape"):
+            truth.setdefault(image, {})["shape"] = answer
+    picked = [image for image, known in truth.items() if len(known) == 2][:8]
+    captions = mini.caption([paths[image] for image in picked], num_beams=1)
+    right = sum(c == f"a {truth[i]['colour']} {truth[i]['shape']}" for c, i in zip(captions, picked))
+    assert right >= 7, list(zip(captions, [truth[i] for i in picked]))
+
+
 def test_mini_is_the_documented_composition(mini):
     spec = mini.spec
     assert (spec.vision.name, spec.bridge.name, spec.llm.name) == (

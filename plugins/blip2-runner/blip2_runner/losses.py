@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from blip2core import GenerationDefaults, TextBridge
-from blip2core.plugin_api import query_text_similarity, require_protocol
+from blip2core.plugin_api import is_encoder_decoder, query_text_similarity, require_protocol
 
 from blip2_runner import distributed as dist
 from blip2_runner.data import stable_hash
@@ -304,6 +304,34 @@ def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int
     return ids, mask, labels, keep
 
 
+def build_encoder_decoder_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int, max_target: int):
+    """For an encoder-decoder LLM (T5; LAVIS ``blip2_t5``'s layout): the encoder's prompt ids (with
+    the tokenizer's special tokens, ``</s>``) and mask [b, T], padded on the right, and the
+    decoder's labels [b, L]: target then end token, -100 after it."""
+    tokenizer = llm.tokenizer
+    if tokenizer is None:
+        raise RuntimeError("the language model has no tokenizer: the LM loss needs one")
+    end = llm_end_token(llm)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prompt_rows = [tokenizer(prompt, add_special_tokens=True)["input_ids"][:max_prompt] for prompt in prompts]
+    target_rows = [tokenizer(target, add_special_tokens=False)["input_ids"][:max_target] + ([] if end is None else [end])
+                   for target in targets]
+    ids, mask = _right_padded(prompt_rows, pad)
+    labels, _ = _right_padded(target_rows, IGNORE_INDEX)
+    return ids, mask, labels
+
+
+def _right_padded(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of ids -> ids [b, longest] padded with ``pad`` on the right, and the mask of real ids."""
+    length = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 @functools.cache
 def takes_logits_to_keep(llm_class: type) -> bool:
     """Whether a LanguageModel class's ``forward`` accepts ``logits_to_keep`` (looked up once per class)."""
@@ -315,7 +343,10 @@ class LMLoss:
 
     The rows are padded on the left (position ids skip padding), so the targets end every row and
     the LLM projects only the last positions onto its vocabulary. An instruction-aware bridge
-    also reads ``batch["instruction"]`` (the question / prompt)."""
+    also reads ``batch["instruction"]`` (the question / prompt).
+
+    An encoder-decoder LLM (``blip2core.EncoderDecoderLanguageModel``, T5) reads [soft prompt ;
+    text prompt] in its encoder and the target goes to its decoder as labels (LAVIS ``blip2_t5``)."""
 
     def __init__(self, options: LMOptions | None = None) -> None:
         self.options = options or LMOptions()
@@ -326,6 +357,8 @@ class LMLoss:
             raise KeyError("batch has no 'target' (the task must provide the text the LLM should produce)")
         llm = pipeline.require_llm()
         prompts = list(batch.get("prompt") or [""] * len(batch["target"]))
+        if is_encoder_decoder(llm):
+            return self._encoder_decoder_loss(pipeline, llm, tokens, batch, prompts)
         ids, mask, labels, keep = build_lm_inputs(llm, prompts, list(batch["target"]),
                                                   self.options.max_prompt_length, self.options.max_target_length)
         encoding = pipeline.bridge_tokens(tokens, batch.get("instruction"))
@@ -341,6 +374,19 @@ class LMLoss:
         text_logits = logits[:, -(keep + 1) : -1, :].float()
         kept_labels = labels[:, labels.shape[1] - keep :]
         per_token_sum = F.cross_entropy(text_logits.reshape(-1, text_logits.shape[-1]), kept_labels.reshape(-1),
+                                        ignore_index=IGNORE_INDEX, reduction="sum")
+        return global_token_mean(per_token_sum, (labels != IGNORE_INDEX).sum())
+
+    def _encoder_decoder_loss(self, pipeline, llm, tokens: torch.Tensor, batch: dict[str, Any], prompts: list[str]):
+        ids, mask, labels = build_encoder_decoder_lm_inputs(llm, prompts, list(batch["target"]),
+                                                            self.options.max_prompt_length, self.options.max_target_length)
+        encoding = pipeline.bridge_tokens(tokens, batch.get("instruction"))
+        prefix = encoding.llm_inputs
+        ids, mask, labels = ids.to(prefix.device), mask.to(prefix.device), labels.to(prefix.device)
+        embeds = torch.cat([prefix, llm.embed_tokens(ids).to(prefix.dtype)], dim=1)
+        full_mask = torch.cat([encoding.llm_attention_mask.to(mask.dtype), mask], dim=1)
+        logits = llm(inputs_embeds=embeds, attention_mask=full_mask, labels=labels).logits.float()  # [b, L, V]
+        per_token_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                         ignore_index=IGNORE_INDEX, reduction="sum")
         return global_token_mean(per_token_sum, (labels != IGNORE_INDEX).sum())
 
