@@ -77,20 +77,25 @@ def retrieval_rows(ctx: Context) -> list[Row]:
     def ours_retrieve() -> dict:
         return ours.retrieve(image, candidates, k=k)
 
+    def ours_image_to_text() -> dict:
+        return ours.retrieve(image, candidates, k=k, directions=["image_to_text"])
+
     result = ours_retrieve()
+    one_way = ours_image_to_text()
     itc, itm = hf_all_pairs()
     ours_itm = torch.tensor([ranking[0]["itm"] for ranking in result["text_to_image"]])
     ours_itc = torch.tensor([ranking[0]["itc"] for ranking in result["text_to_image"]])
     diff = max((ours_itm - itm.cpu()).abs().max().item(), (ours_itc - itc.cpu()).abs().max().item())
-    same_top = [e["index"] for e in result["image_to_text"][0]] == hf_top_k()
-    timing = interleaved({"ours": ours_retrieve, "all": hf_all_pairs, "top": hf_top_k}, ctx.rounds,
+    same_top = [e["index"] for e in one_way["image_to_text"][0]] == hf_top_k()
+    timing = interleaved({"ours": ours_retrieve, "ours_top": ours_image_to_text, "all": hf_all_pairs,
+                          "top": hf_top_k}, ctx.rounds,
                          **ctx.timing_options(warmed=True))  # the calls above were the warm-up
     label = f"1 image x {count} texts, {ctx.dtype}"
     return [
         Row(f"retrieval {label}: ITC + ITM of every pair", timing["ours"].median, timing["all"].median, "s",
             f"max|diff| {diff:.1e}", "ours: pipe.retrieve(k=5), both directions; theirs: ITC call + ITM on every "
             f"pair in chunks of {ITM_CHUNK}", target=">= 2x"),
-        Row(f"retrieval {label}: image-to-text top {k} re-ranked", timing["ours"].median, timing["top"].median, "s",
-            f"same top {k}: {same_top}", f"theirs: ITC call + ITM on the top {k} only; ours: the same "
-            "pipe.retrieve call (it also scores every text -> image pair)"),
+        Row(f"retrieval {label}: image-to-text top {k} re-ranked", timing["ours_top"].median, timing["top"].median,
+            "s", f"same top {k}: {same_top}", f"theirs: ITC call + ITM on the top {k} only; ours: "
+            "pipe.retrieve(k=5, directions=['image_to_text'])"),
     ]
