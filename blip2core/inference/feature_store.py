@@ -24,6 +24,7 @@ unpickled.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from blip2core.atomic import atomic_file
 from blip2core.errors import Blip2Error
 from blip2core.inference.fingerprint import Fingerprint
+from blip2core.inference.memory import is_out_of_memory
 
 FORMAT_TAG = "blip2core.features/1"
 FORMATS = {".safetensors": "safetensors", ".parquet": "parquet"}
@@ -240,6 +242,8 @@ def _readable(path: Path) -> Iterator[None]:
     except Blip2Error:
         raise
     except Exception as exc:
+        if is_out_of_memory(exc) or getattr(exc, "errno", None) == errno.ENOMEM:
+            raise  # the file may be fine: never advise removing it
         if path.parent.name.endswith(".parts"):
             hint = "remove this part file (its images are computed again on the next run)"
         else:
