@@ -17,19 +17,27 @@ def outputs(pipe, inputs):
         return pipe(*inputs).logits, pipe.encode_images(inputs[0]).query_output
 
 
+def test_a_quantized_random_part_without_a_seed_is_refused_at_save(build, tmp_path):
+    pipe = build(quantize={"llm": "int8-weight-only"})
+    with pytest.raises(Exception, match=r"set 'seed' in the spec, or save the pipeline before quantizing"):
+        pipe.save(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "pipeline.yaml").exists()
+
+
 @pytest.mark.parametrize("quantize", [
     {"vision": "int8-dynamic", "llm": "int8-weight-only"},
     {"llm": {"name": "int4-weight-only", "options": {"include_embeddings": True}}},
     {"bridge": "int4-weight-only", "llm": "int8-dynamic"},
     {"bridge": "int8-weight-only"},
 ])
-def test_saved_quantized_pipeline_loads_back_with_the_same_outputs(build, inputs, tmp_path, quantize):
-    pipe = build(quantize=quantize)
+def test_saved_quantized_pipeline_loads_back_with_the_same_outputs(make_spec, inputs, tmp_path, quantize):
+    # random frozen parts are re-created from the spec's seed at load (without one, save refuses a
+    # quantized random part: it could be neither rebuilt nor stored)
+    pipe = load_pipeline(make_spec(seed=0), quantize=quantize)
     pipe.save(tmp_path / "saved")
     tensors = read_state_dict(tmp_path / "saved" / "trainable.safetensors")
     assert all(t.dtype == torch.float32 and type(t) is torch.Tensor for t in tensors.values())  # dequantised
-    assert set(tensors) == {f"bridge.{k}" for k in build().bridge.state_dict()}  # loadable unquantized too
-    torch.manual_seed(0)  # the frozen parts are rebuilt from the spec (random here: seeded as build does)
+    assert set(tensors) == {f"bridge.{k}" for k in load_pipeline(make_spec(seed=0)).bridge.state_dict()}
     again = load_pipeline(tmp_path / "saved")
     assert again.spec.quantize == pipe.spec.quantize
     logits, query = outputs(pipe, inputs)
