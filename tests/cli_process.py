@@ -1,4 +1,5 @@
-"""Run the real ``blip2`` command in a child process, as a user does, for tests of what they see."""
+"""Run the real ``blip2`` command, as a user does, for tests of what they see: in a child process
+(``run_blip2``) or through the real entry point in this process (``run_in_process``)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,17 @@ def run_blip2(*args: object, site: Path | None = None, **env: str) -> subprocess
 def error_lines(stderr: str) -> list[str]:
     """The lines of stderr that report an error (``Error: ...``)."""
     return [line for line in stderr.splitlines() if line.startswith("Error:")]
+
+
+def run_in_process(capsys, *args: object) -> tuple[int, str, str]:
+    """``blip2 ARGS`` through the real entry point (``blip2core.cli.main.main``, its error handling
+    included) in this process: (exit code, stdout, stderr) captured by pytest's ``capsys``."""
+    from blip2core.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err

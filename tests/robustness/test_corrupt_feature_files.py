@@ -6,22 +6,12 @@ from __future__ import annotations
 import pytest
 
 from blip2core import load_pipeline
-from blip2core.cli.main import main
 from blip2core.inference.feature_store import FeatureFileError, FeatureStore, read_features
 from blip2core.inference.fingerprint import pipeline_fingerprint
+from cli_process import run_in_process as blip2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def blip2(capsys, *args) -> tuple[int, str, str]:
-    """Run the real ``blip2`` entry point in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def truncated(path):

@@ -13,20 +13,11 @@ from safetensors.torch import save_file
 import torch
 
 from blip2core import load_pipeline
-from blip2core.cli.main import cli, main
+from blip2core.cli.main import cli
+from cli_process import run_in_process as run_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    """``blip2 ARGS`` through the real entry point (its error handling included), in-process."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command", [["caption"], ["classify", "--labels", "cat,dog"]])

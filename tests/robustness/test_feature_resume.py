@@ -10,24 +10,14 @@ import pytest
 
 import tiny_models as T
 from blip2core import load_pipeline
-from blip2core.cli.main import main
 from blip2core.inference.feature_store import FeatureStore, read_features, read_header
 from blip2core.inference.fingerprint import Fingerprint, pipeline_fingerprint
 from blip2core.loading import resolve_spec
 from blip2core.spec import PipelineSpec
+from cli_process import run_in_process as blip2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-def blip2(capsys, *args) -> tuple[int, str, str]:
-    """Run the real ``blip2`` entry point in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

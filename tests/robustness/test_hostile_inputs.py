@@ -24,11 +24,11 @@ import torch
 from safetensors.torch import save_file
 
 from blip2core import load_pipeline
-from blip2core.cli.main import main
 from blip2core.errors import CheckpointError, SpecError
 from blip2core.loading import resolve_spec
 from blip2core.spec import MAX_STRUCTURED_FILE_BYTES
 from cli_process import error_lines, run_blip2
+from cli_process import run_in_process as blip2
 from plugin_factory import write_distribution
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,16 +36,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 VALID = "vision: {name: eva-vit, options: {num_hidden_layers: 1}}\nbridge: {name: qformer}\n"
 LAUGHS = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "lol"] * 9) + "]\n" for i in range(9))
 
-
-def blip2(capsys, *args) -> tuple[int, str, str]:
-    """Run the real ``blip2`` entry point in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(code: int, err: str) -> str:

@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from blip2core.cli.main import main
 from blip2core.loading import resolve_spec
 from blip2core.preprocess import ImagePreprocessor
 from blip2core.preprocess.options import DEFAULT_MAX_FILE_BYTES, PreprocessOptions
 from blip2core.spec import PipelineSpec
+from cli_process import run_in_process as blip2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TIMEOUT_S = 120
 MEMORY_LIMIT = 3 * 2**30
 
-
-def blip2(capsys, *args) -> tuple[int, str, str]:
-    """Run the real ``blip2`` entry point in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def blip2_process(*args) -> subprocess.CompletedProcess:
