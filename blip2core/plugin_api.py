@@ -52,7 +52,7 @@ Free-form transformers ``config:`` options (numeric strings coerced, unknown key
     import_config_class("transformers.CLIPVisionConfig")  the class, imported when first needed
 
 Tools built on pipelines (training, evaluation, CLI commands):
-    get_registry, Registry, Component, PipelineSpec, ComponentSpec, read_structured_file,
+    get_registry, Registry, Component, PipelineSpec, ComponentSpec, read_structured_file, dump_yaml,
     format_validation_error, load_pipeline, resolve_spec, parse_quantize, quantize_option
 
 torchrun (one process, or one per rank):
@@ -133,7 +133,7 @@ from blip2core.protocols import (
     require_protocol,
 )
 from blip2core.registry import Component, Registry, format_validation_error
-from blip2core.spec import ComponentSpec, PipelineSpec, read_structured_file
+from blip2core.spec import ComponentSpec, PipelineSpec, dump_yaml, read_structured_file
 from blip2core.torchrun import (
     TorchrunEnv,
     backend_for,
@@ -235,6 +235,7 @@ __all__ = [
     "raise_if_missing",
     "read_state_dict",
     "read_structured_file",
+    "dump_yaml",
     "require_protocol",
     "resample_pos_embed",
     "resolve_layer",

@@ -154,7 +154,7 @@ class PipelineSpec(BaseModel):
         if path.suffix == ".json":
             path.write_text(json.dumps(data, indent=2) + "\n")
         else:
-            path.write_text(yaml.dump(data, Dumper=NumberDumper, sort_keys=False))
+            path.write_text(dump_yaml(data))
 
 
 def normalise_quantize(value: Any) -> Any:
@@ -190,6 +190,12 @@ for _yaml_class in (NumberLoader, NumberDumper):
 
 #: the largest spec / run config file read (they are a few KiB)
 MAX_STRUCTURED_FILE_BYTES = 16 * 2**20
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that ``read_structured_file`` reads back equal: number-like strings (``"1e-6"``)
+    stay strings (``NumberDumper``); keys keep their order."""
+    return yaml.dump(data, Dumper=NumberDumper, sort_keys=False)
 
 
 def read_structured_file(path: str | Path) -> Any:

@@ -64,8 +64,9 @@ def test_missing_keys_are_named_and_strict_false_only_warns(hf_opt, tmp_path, ca
     dropped = "Qformer.bert.encoder.layer.0.output_query.dense.weight"
     path = lavis_file(hf, tmp_path / "partial.pth", drop=[dropped])
     spec = resolve_spec(folder).model_copy(update={"weights": []})
-    with pytest.raises(CheckpointError, match=r"bridge: 1 missing key\(s\): encoder\.layers\.0\."):
+    with pytest.raises(CheckpointError, match=r"bridge: 1 missing key\(s\): encoder\.layers\.0\.") as refused:
         load_pipeline(spec, weights=[path])
+    assert f"from {path} (lavis layout)" in str(refused.value)  # the file is named
     pipe = load_pipeline(spec, weights=[path], strict=False)
     assert len(pipe.load_report.missing["bridge"]) == 1
     assert "missing key" in caplog.text

@@ -123,3 +123,12 @@ def test_json_schema_lists_components_with_their_options(registry):
     visions = {v["properties"]["name"]["const"] for v in schema["properties"]["vision"]["anyOf"]}
     assert "eva-vit" in visions
     json.dumps(schema)  # serialisable
+
+
+def test_dump_yaml_keeps_number_like_strings_strings(tmp_path):
+    """What the runner writes as run.yaml (``dump_yaml``) reads back equal: "1e-6" stays a string."""
+    from blip2core.spec import dump_yaml, read_structured_file
+
+    data = {"name": "1e-6", "lr": 1e-6, "styles": {"0E0": "+2e-4"}, "steps": 3}
+    (tmp_path / "run.yaml").write_text(dump_yaml(data))
+    assert read_structured_file(tmp_path / "run.yaml") == data

@@ -37,7 +37,8 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"loaded {', '.join(sorted(self.loaded_slots)) or 'nothing'} from {len(self.sources)} checkpoint(s)"]
+        named = ", ".join(f"{path} ({layout} layout)" for path, layout in self.sources) or "no checkpoint"
+        lines = [f"loaded {', '.join(sorted(self.loaded_slots)) or 'nothing'} from {named}"]
         for slot, keys in self.missing.items():
             if keys:
                 lines.append(f"{slot}: {len(keys)} missing key(s): {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}")

@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from blip2core.plugin_api import Blip2Error, Registry, SpecError, get_registry, load_pipeline
+from blip2core.plugin_api import Blip2Error, Registry, SpecError, dump_yaml, get_registry, load_pipeline
 
 from blip2_runner import distributed as dist
 from blip2_runner.checkpoint import (
@@ -506,7 +505,7 @@ class Trainer:
         spec = self.run.pipeline_spec()
         data["pipeline"] = spec.model_dump(mode="json")
         data["pipeline"]["weights"] = [str(p.resolve()) for p in spec.weight_paths()]  # valid from any folder
-        text = yaml.safe_dump(data, sort_keys=False)
+        text = dump_yaml(data)  # number-like strings ("1e-6" names, prompts) stay strings
         from blip2_runner.checkpoint import atomic_write_text
 
         atomic_write_text(self.output_dir / "run.yaml", text)
