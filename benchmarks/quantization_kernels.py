@@ -1,7 +1,8 @@
 """Which int8 kernel is fast on this CPU: the ViT-B MLP block (768 -> 3072 -> 768, GELU) at
-8 x 197 tokens, float32 vs torchao int8 dynamic, torchao int8 weight-only and torch.ao dynamic.
+8 x 197 tokens (``--tokens``), float32 vs torchao int8 dynamic, torchao int8 weight-only and
+torch.ao dynamic (``quantize_dynamic`` with each quantized engine of ``--engines``).
 
-    nice -n 19 .venv/bin/python benchmarks/quantization_kernels.py
+    nice -n 19 .venv/bin/python benchmarks/quantization_kernels.py [--tokens 197,1576] [--engines x86,fbgemm]
 
 This is the measurement behind blip2-quant's choice of torch.ao (not torchao) for int8-dynamic on
 CPU. Prints the median of ``--repeats`` calls per variant (the variants alternating), its ratio to
@@ -26,28 +27,35 @@ from benchmarks.timing import median_seconds  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tokens", default="1576", help="comma-separated token counts (rows of the input)")
+    parser.add_argument("--engines", default="x86", help="comma-separated torch.ao quantized engines")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
     torch.manual_seed(0)
     base = nn.Sequential(nn.Linear(768, 3072), nn.GELU(), nn.Linear(3072, 768)).eval()
-    x = torch.randn(8, 197, 768)
-    variants: dict[str, nn.Module] = {"float32": base}
+    torchao_variants: dict[str, nn.Module] = {}
     for name, config in (("torchao int8 dynamic", Int8DynamicActivationInt8WeightConfig()),
                          ("torchao int8 weight-only", Int8WeightOnlyConfig())):
-        variants[name] = copy.deepcopy(base)
-        quantize_(variants[name], config)
-    variants["torch.ao quantize_dynamic qint8"] = torch.ao.quantization.quantize_dynamic(
-        copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)
-    with torch.no_grad():
-        outputs = {name: module(x) for name, module in variants.items()}
-        seconds = median_seconds({name: (lambda m=module: m(x)) for name, module in variants.items()}, args.repeats)
-    print(f"threads {torch.get_num_threads()}, quantized engine {torch.backends.quantized.engine}")
-    print("| variant | ms | time vs fp32 | cosine |\n|---|---|---|---|")
-    for name in variants:
-        cos = nn.functional.cosine_similarity(outputs[name].flatten(), outputs["float32"].flatten(), dim=0).item()
-        print(f"| {name} | {1000 * seconds[name]:.1f} | {seconds[name] / seconds['float32']:.2f} | {cos:.5f} |")
+        torchao_variants[name] = copy.deepcopy(base)
+        quantize_(torchao_variants[name], config)
+    print(f"threads {torch.get_num_threads()}")
+    print("| tokens | variant | ms | time vs fp32 | cosine |\n|---|---|---|---|---|")
+    for tokens in (int(t) for t in args.tokens.split(",")):
+        x = torch.randn(tokens, 768)
+        for engine in args.engines.split(","):
+            torch.backends.quantized.engine = engine  # the packing and the kernels follow the engine
+            variants = {"float32": base, **torchao_variants, f"torch.ao quantize_dynamic qint8 ({engine})":
+                        torch.ao.quantization.quantize_dynamic(copy.deepcopy(base), {nn.Linear}, dtype=torch.qint8)}
+            with torch.no_grad():
+                outputs = {name: module(x) for name, module in variants.items()}
+                seconds = median_seconds({name: (lambda m=module: m(x)) for name, module in variants.items()},
+                                         args.repeats)
+            for name in variants:
+                cos = nn.functional.cosine_similarity(outputs[name].flatten(), outputs["float32"].flatten(), dim=0)
+                print(f"| {tokens} | {name} | {1000 * seconds[name]:.1f} | {seconds[name] / seconds['float32']:.2f} "
+                      f"| {cos.item():.5f} |")
 
 
 if __name__ == "__main__":

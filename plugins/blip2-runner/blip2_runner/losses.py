@@ -338,6 +338,19 @@ def takes_logits_to_keep(llm_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(llm_class.forward).parameters
 
 
+def soft_prompted(pipeline, llm, tokens: torch.Tensor, batch: dict[str, Any], ids: torch.Tensor, mask: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[soft prompt ; text] for the LLM: vision tokens [B, N, C] through the bridge (with the batch's
+    instructions), text ids / mask [B, T] -> (inputs_embeds [B, Q+T, D], attention_mask [B, Q+T],
+    labels on the soft prompt's device)."""
+    encoding = pipeline.bridge_tokens(tokens, batch.get("instruction"))
+    prefix = encoding.llm_inputs
+    ids, mask, labels = ids.to(prefix.device), mask.to(prefix.device), labels.to(prefix.device)
+    embeds = torch.cat([prefix, llm.embed_tokens(ids).to(prefix.dtype)], dim=1)
+    full_mask = torch.cat([encoding.llm_attention_mask.to(mask.dtype), mask], dim=1)
+    return embeds, full_mask, labels
+
+
 class LMLoss:
     """Cross-entropy of the LLM on the target tokens only, given [soft prompt ; text prompt].
 
@@ -361,11 +374,7 @@ class LMLoss:
             return self._encoder_decoder_loss(pipeline, llm, tokens, batch, prompts)
         ids, mask, labels, keep = build_lm_inputs(llm, prompts, list(batch["target"]),
                                                   self.options.max_prompt_length, self.options.max_target_length)
-        encoding = pipeline.bridge_tokens(tokens, batch.get("instruction"))
-        prefix = encoding.llm_inputs
-        ids, mask, labels = ids.to(prefix.device), mask.to(prefix.device), labels.to(prefix.device)
-        embeds = torch.cat([prefix, llm.embed_tokens(ids).to(prefix.dtype)], dim=1)
-        full_mask = torch.cat([encoding.llm_attention_mask.to(mask.dtype), mask], dim=1)
+        embeds, full_mask, labels = soft_prompted(pipeline, llm, tokens, batch, ids, mask, labels)
         # position t of the text predicts text token t: the last keep + 1 positions cover every label
         if takes_logits_to_keep(type(llm)):
             logits = llm(inputs_embeds=embeds, attention_mask=full_mask, logits_to_keep=keep + 1).logits
@@ -380,11 +389,7 @@ class LMLoss:
     def _encoder_decoder_loss(self, pipeline, llm, tokens: torch.Tensor, batch: dict[str, Any], prompts: list[str]):
         ids, mask, labels = build_encoder_decoder_lm_inputs(llm, prompts, list(batch["target"]),
                                                             self.options.max_prompt_length, self.options.max_target_length)
-        encoding = pipeline.bridge_tokens(tokens, batch.get("instruction"))
-        prefix = encoding.llm_inputs
-        ids, mask, labels = ids.to(prefix.device), mask.to(prefix.device), labels.to(prefix.device)
-        embeds = torch.cat([prefix, llm.embed_tokens(ids).to(prefix.dtype)], dim=1)
-        full_mask = torch.cat([encoding.llm_attention_mask.to(mask.dtype), mask], dim=1)
+        embeds, full_mask, labels = soft_prompted(pipeline, llm, tokens, batch, ids, mask, labels)
         logits = llm(inputs_embeds=embeds, attention_mask=full_mask, labels=labels).logits.float()  # [b, L, V]
         per_token_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                         ignore_index=IGNORE_INDEX, reduction="sum")
