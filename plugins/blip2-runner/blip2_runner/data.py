@@ -333,7 +333,7 @@ def _load_easy_vqa(cfg: DatasetConfig) -> tuple[list[dict], str]:
                 for i in sorted(per_image)], source
     return [
         _vqa_example(paths[i], f"easy-vqa-{cfg.split}-{i}", q, [a], caption=captions[i], question_id=n,
-                     question_type=easy_vqa_question_type(q, a))
+                     question_type=easy_vqa_question_type(q, a), image_questions=per_image[i])
         for n, (q, a, i) in enumerate(zip(questions, answers, image_ids))
     ], source
 

@@ -5,7 +5,10 @@ Each loss is called as ``loss(pipeline, batch)`` and returns a scalar. A *batch*
 - ``pixel_values`` [b, 3, S, S] or ``vision_tokens`` [b, N, C] (from the feature cache); pixels go
   through ``Pipeline.encode_vision`` once per batch, whichever losses read them;
 - ``text_input`` list[str] (Q-Former side: ITC / ITM / ITG);
-- ``prompt`` / ``target`` list[str] (LLM side: the LM loss is taken on ``target`` only);
+- ``prompt`` / ``target`` list[str] (LLM side: the LM loss is taken on ``target`` only); a chat
+  task gives ``messages`` (one conversation per row) instead of ``prompt``: the LLM reads them as
+  ``Pipeline.chat`` shows them to it (``chat_prompt``: its chat template), so training and
+  inference see the same text;
 - ``match_key`` list[str] (optional): examples with equal keys are positives of each other in
   ITC and never each other's ITM negatives (e.g. the image id, or the caption text);
 - ``context``: :class:`BatchContext` (step, seed, where this process's rows sit in the global batch).
@@ -32,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from blip2core import GenerationDefaults, TextBridge
-from blip2core.plugin_api import is_encoder_decoder, query_text_similarity, require_protocol
+from blip2core.plugin_api import chat_prompt, has_chat_template, is_encoder_decoder, query_text_similarity, require_protocol
 
 from blip2_runner import distributed as dist
 from blip2_runner.data import stable_hash
@@ -274,9 +277,13 @@ def llm_end_token(llm) -> int | None:
     return None if eos is None else int(eos)
 
 
-def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int, max_target: int):
+def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int, max_target: int,
+                    chat_prompts: bool = False):
     """Left-padded [prompt ; target ; end] ids, attention mask and labels (targets only), and K,
-    the most label tokens of any row: every label sits in the last K positions."""
+    the most label tokens of any row: every label sits in the last K positions. Chat prompts
+    (``chat_prompts``) are tokenised as ``Pipeline.chat`` does (a chat template writes its own
+    special tokens) and lose their *first* tokens when too long: the end holds the question and
+    the assistant's header."""
     tokenizer = llm.tokenizer
     if tokenizer is None:
         raise RuntimeError("the language model has no tokenizer: the LM loss needs one")
@@ -284,7 +291,8 @@ def build_lm_inputs(llm, prompts: list[str], targets: list[str], max_prompt: int
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (end or 0)
     rows, label_rows = [], []
     for prompt, target in zip(prompts, targets):
-        prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"][:max_prompt]
+        prompt_ids = tokenizer(prompt, add_special_tokens=not (chat_prompts and has_chat_template(tokenizer)))["input_ids"]
+        prompt_ids = prompt_ids[-max_prompt:] if chat_prompts else prompt_ids[:max_prompt]
         target_text = target if (not prompt or not target or target[0].isspace() or prompt[-1].isspace()) else " " + target
         target_ids = tokenizer(target_text, add_special_tokens=False)["input_ids"][:max_target]
         if end is not None:
@@ -369,11 +377,16 @@ class LMLoss:
         if "target" not in batch:
             raise KeyError("batch has no 'target' (the task must provide the text the LLM should produce)")
         llm = pipeline.require_llm()
-        prompts = list(batch.get("prompt") or [""] * len(batch["target"]))
+        chat = batch.get("messages") is not None
+        if chat:
+            prompts = [chat_prompt(llm.tokenizer, messages) for messages in batch["messages"]]
+        else:
+            prompts = list(batch.get("prompt") or [""] * len(batch["target"]))
         if is_encoder_decoder(llm):
             return self._encoder_decoder_loss(pipeline, llm, tokens, batch, prompts)
         ids, mask, labels, keep = build_lm_inputs(llm, prompts, list(batch["target"]),
-                                                  self.options.max_prompt_length, self.options.max_target_length)
+                                                  self.options.max_prompt_length, self.options.max_target_length,
+                                                  chat_prompts=chat)
         embeds, full_mask, labels = soft_prompted(pipeline, llm, tokens, batch, ids, mask, labels)
         # position t of the text predicts text token t: the last keep + 1 positions cover every label
         if takes_logits_to_keep(type(llm)):

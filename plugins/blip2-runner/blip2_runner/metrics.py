@@ -122,6 +122,14 @@ def exact_match(prediction: str, answers: Sequence[str]) -> float:
     return float(any(pred == normalize_vqa_answer(a) for a in answers))
 
 
+def contains_answer(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 when a normalised reference appears in the normalised prediction as whole words
+    ("The shape is red." contains "red"; "reddish" does not): fair to a model that answers in
+    sentences, though it cannot judge a yes/no question answered without "yes" or "no"."""
+    words = f" {normalize_vqa_answer(prediction)} "
+    return float(any(f" {normalize_vqa_answer(a)} " in words for a in answers if a.strip()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Caption metrics (pycocoevalcap-compatible, pure Python)
 # ---------------------------------------------------------------------------------------------

@@ -104,6 +104,23 @@ class VQAOptions(GenerationOptions):
     length_penalty: float = -1.0
 
 
+class ChatVQAOptions(GenerationOptions):
+    """VQA as a conversation (``chat_vqa``): the question is the user's message, the answer the
+    assistant's reply, both in the LLM's chat template as ``Pipeline.chat`` writes them.
+
+    Attributes:
+        history_probability: the share of examples asked as the second turn of a conversation
+            about their image (one other question of the same image, with its answer, first);
+            chosen per example by a stable hash, so the same examples every epoch and in evaluation.
+        clean_questions: as for ``vqa``; off by default (``Pipeline.chat`` passes messages as written).
+    """
+
+    history_probability: float = Field(0.5, ge=0, le=1)
+    clean_questions: bool = False
+    max_new_tokens: int = Field(10, gt=0)
+    num_beams: int = Field(1, gt=0)
+
+
 class RetrievalOptions(BaseModel):
     """Image-text retrieval.
 
@@ -141,5 +158,6 @@ TASK_OPTIONS = {
     "pretrain-stage2": (Stage2Options, "BLIP-2 stage 2: LM loss through the frozen LLM on captions; BLEU-4 / CIDEr-D"),
     "captioning": (CaptionOptions, "captioning with a prompt ('a photo of'); BLEU-4 / CIDEr-D"),
     "vqa": (VQAOptions, "VQA ('Question: {} Answer:'); VQAv2 accuracy and exact match"),
+    "chat_vqa": (ChatVQAOptions, "VQA as a conversation in the LLM's chat template (Pipeline.chat); exact match, contains-answer"),
     "retrieval": (RetrievalOptions, "image-text retrieval (ITC + ITM, ITM re-ranking); R@1/5/10 both ways"),
 }

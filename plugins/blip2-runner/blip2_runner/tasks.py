@@ -6,7 +6,7 @@ training it also turns examples into the text part of a batch (``text_batch``); 
 the images.
 
 Evaluation generates through the inference API users call (``Pipeline.answer`` for ``vqa``,
-``Pipeline.caption`` for captioning), so a task's predictions are the answers and captions a user
+``Pipeline.chat`` for ``chat_vqa``, ``Pipeline.caption`` for captioning), so a task's predictions are the answers and captions a user
 gets for the same image, question or prompt and decoding options. Retrieval scores as
 ``Pipeline.retrieve`` does (the ITC top ``k_test`` re-scored by ITM + ITC, through the bridge's
 ``TextBridge`` methods), but in batches of ``eval_batch_size``: the inference API has no batched
@@ -28,9 +28,10 @@ from blip2core import TextBridge
 from blip2core.plugin_api import query_text_similarity, require_protocol
 
 from blip2_runner import metrics as M
-from blip2_runner.data import BadImageError, load_image
+from blip2_runner.data import BadImageError, load_image, stable_hash
 from blip2_runner.options import (
     CaptionOptions,
+    ChatVQAOptions,
     GenerationOptions,
     RetrievalOptions,
     Stage1Options,
@@ -229,18 +230,90 @@ class VQATask(_TaskBase):
         return out
 
     def evaluate(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        return answer_scores(self.predict(pipeline, examples), examples)
+
+
+def answer_scores(predictions: Sequence[str | None], examples: Sequence[Mapping[str, Any]],
+                  group: Any = None, metric=M.exact_match, name: str = "exact_match") -> dict[str, float]:
+    """VQA accuracy and exact match (percent) of the answered examples (None = image unreadable),
+    and ``name/<group>`` per group of ``group(example)`` (default: the easy-vqa question type)."""
+    pairs = [(p, e["answers"]) for p, e in zip(predictions, examples) if p is not None]
+    if not pairs:
+        return {"vqa_accuracy": 0.0, "exact_match": 0.0, "num_examples": 0.0}
+    scores = dict(M.vqa_scores([p for p, _ in pairs], [a for _, a in pairs]))
+    group = group or (lambda e: e.get("question_type"))
+    by_group: dict[str, list[float]] = defaultdict(list)  # data sets that label questions (easy-vqa)
+    for p, e in zip(predictions, examples):
+        if p is not None and group(e) is not None:
+            by_group[str(group(e))].append(metric(p, e["answers"]))
+    for kind in sorted(by_group):
+        scores[f"{name}/{kind}"] = 100.0 * sum(by_group[kind]) / len(by_group[kind])
+    return {**scores, "num_examples": float(len(pairs))}
+
+
+class ChatVQATask(_TaskBase):
+    """VQA as a conversation: the LLM learns to reply to the question as ``Pipeline.chat`` asks it
+    (the user's message in the LLM's chat template; the answer is the assistant's reply, ended by
+    its end-of-turn token). A share of the examples (``history_probability``) is asked as the
+    second turn of a conversation about its image: another question of the same image and its
+    answer come first (examples that list ``image_questions``: easy-vqa does).
+
+    Evaluation asks through ``Pipeline.chat`` (earlier turns with their reference answers) and
+    reports VQA accuracy and exact match of the reply, ``contains_answer`` (the reference as whole
+    words of the reply: fair to a model that answers in sentences) and both per question type and
+    per number of turns (``exact_match/turns-1``, ``turns-2``)."""
+
+    name = "chat_vqa"
+    data_fields = ("image", "question", "answers", "answer")
+    losses = {"lm": 1.0}
+    metrics = ("vqa_accuracy", "exact_match", "contains_answer")
+
+    def __init__(self, options: ChatVQAOptions | None = None) -> None:
+        super().__init__(options or ChatVQAOptions())
+
+    def question(self, question: str) -> str:
+        return clean_question(question, self.options.max_words) if self.options.clean_questions else str(question)
+
+    def history(self, example: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The earlier turn (question, answer) this example is asked after, or none."""
+        others = [(q, a) for q, a in example.get("image_questions", ()) if q != example["question"]]
+        if not others or self.options.history_probability <= 0:
+            return []
+        draw = stable_hash("chat-history", example["image"], example["question"])
+        if (draw % 10_000) / 10_000 >= self.options.history_probability:
+            return []
+        question, answer = others[(draw // 10_000) % len(others)]
+        return [(self.question(question), str(answer))]
+
+    def messages(self, example: Mapping[str, Any]) -> list[dict[str, str]]:
+        out = []
+        for question, answer in self.history(example):
+            out += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return out + [{"role": "user", "content": self.question(example["question"])}]
+
+    def text_batch(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+        return {"messages": [self.messages(e) for e in examples],
+                "instruction": [self.question(e["question"]) for e in examples],
+                "target": [str(e["answer"]) for e in examples]}
+
+    def predict(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> list[str | None]:
+        """Each example's reply from ``pipeline.chat`` (None where the image could not be read)."""
+        out: list[str | None] = [None] * len(examples)
+        for chunk in self._chunks(list(range(len(examples))), self.options.eval_batch_size, "q"):
+            images, kept = _load_images([examples[i] for i in chunk], self.warn)
+            for image, k in zip(images, kept, strict=True):
+                out[chunk[k]] = pipeline.chat(image, self.messages(examples[chunk[k]]), **decoding(self.options))
+        return out
+
+    def evaluate(self, pipeline, examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         predictions = self.predict(pipeline, examples)
-        pairs = [(p, e["answers"]) for p, e in zip(predictions, examples) if p is not None]
-        if not pairs:
-            return {"vqa_accuracy": 0.0, "exact_match": 0.0, "num_examples": 0.0}
-        scores = dict(M.vqa_scores([p for p, _ in pairs], [a for _, a in pairs]))
-        by_type: dict[str, list[float]] = defaultdict(list)  # data sets that label questions (easy-vqa)
-        for p, e in zip(predictions, examples):
-            if p is not None and "question_type" in e:
-                by_type[str(e["question_type"])].append(M.exact_match(p, e["answers"]))
-        for kind in sorted(by_type):
-            scores[f"exact_match/{kind}"] = 100.0 * sum(by_type[kind]) / len(by_type[kind])
-        return {**scores, "num_examples": float(len(pairs))}
+        scores = answer_scores(predictions, examples)
+        turns = answer_scores(predictions, examples, group=lambda e: f"turns-{len(self.history(e)) + 1}")
+        contains = answer_scores(predictions, examples, metric=M.contains_answer, name="contains_answer")
+        answered = [(p, e) for p, e in zip(predictions, examples) if p is not None]
+        scores["contains_answer"] = 100.0 * sum(M.contains_answer(p, e["answers"]) for p, e in answered) / max(len(answered), 1)
+        scores.update({k: v for k, v in {**turns, **contains}.items() if "/" in k})
+        return scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,5 +427,6 @@ TASKS = {
     "pretrain-stage2": (Stage2Task, Stage2Options),
     "captioning": (CaptioningTask, CaptionOptions),
     "vqa": (VQATask, VQAOptions),
+    "chat_vqa": (ChatVQATask, ChatVQAOptions),
     "retrieval": (RetrievalTask, RetrievalOptions),
 }

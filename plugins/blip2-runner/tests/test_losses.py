@@ -52,6 +52,27 @@ def test_lm_loss_equals_the_pipelines_own_labelled_forward(pipeline, examples):
     assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
 
 
+def test_lm_loss_on_a_conversation_reads_the_prompt_pipe_chat_gives_the_llm(pipeline, examples):
+    from blip2core.plugin_api import chat_prompt
+
+    conversations = [[{"role": "user", "content": e["question"]}] for e in examples]
+    as_chat = make_batch(pipeline, examples, messages=conversations, instruction=[e["question"] for e in examples])
+    del as_chat["prompt"]
+    written = make_batch(pipeline, examples, prompt=[chat_prompt(pipeline.llm.tokenizer, c) for c in conversations],
+                         instruction=[e["question"] for e in examples])
+    assert torch.allclose(LMLoss()(pipeline, as_chat), LMLoss()(pipeline, written))  # no chat template: Q/A form
+
+
+def test_chat_prompts_keep_their_end_when_too_long(pipeline):
+    llm = pipeline.llm
+    prompt = " ".join(["word"] * 40) + " Question: what colour? Answer:"
+    plain, _, _, _ = build_lm_inputs(llm, [prompt], ["red"], max_prompt=8, max_target=4)
+    chat, _, _, _ = build_lm_inputs(llm, [prompt], ["red"], max_prompt=8, max_target=4, chat_prompts=True)
+    full = llm.tokenizer(prompt)["input_ids"]
+    assert plain[0, :8].tolist() == full[:8]  # a plain prompt keeps its start
+    assert chat[0, :8].tolist() == full[-8:]  # a conversation keeps the question and the answer cue
+
+
 def test_itg_loss_is_label_smoothed_next_token_ce_with_the_decoder_bos(pipeline, examples):
     batch = make_batch(pipeline, examples)
     loss = ITGLoss()(pipeline, batch)

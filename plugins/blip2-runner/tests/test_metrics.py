@@ -59,6 +59,18 @@ def test_exact_match_and_vqa_scores():
     assert scores == {"vqa_accuracy": 50.0, "exact_match": 50.0}
 
 
+@pytest.mark.parametrize("reply, answers, expected", [
+    ("The shape is red.", ["red"], 1.0),
+    ("red", ["red"], 1.0),
+    ("It is reddish.", ["red"], 0.0),       # whole words only
+    ("Two circles.", ["2"], 1.0),           # normalised like VQA answers
+    ("The image does contain a circle.", ["no"], 0.0),
+    ("anything", ["", "  "], 0.0),          # an empty reference matches nothing
+])
+def test_contains_answer_finds_the_reference_as_whole_words(reply, answers, expected):
+    assert M.contains_answer(reply, answers) == expected
+
+
 def test_bleu_hand_worked_single_sentence():
     # pred 6 words, ref 7 words: precisions 6/6, 4/5, 3/4, 2/3; brevity penalty exp(1 - 7/6)
     pred = ["the cat is on the mat"]

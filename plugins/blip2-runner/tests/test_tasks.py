@@ -10,10 +10,11 @@ import torch
 from blip2_runner import metrics as M
 from blip2_runner.config import DatasetConfig
 from blip2_runner.data import load_dataset
-from blip2_runner.options import CaptionOptions, RetrievalOptions, VQAOptions
+from blip2_runner.options import CaptionOptions, ChatVQAOptions, RetrievalOptions, VQAOptions
 from blip2_runner.tasks import (
     RETRIEVAL_METRICS,
     CaptioningTask,
+    ChatVQATask,
     RetrievalTask,
     VQATask,
     clean_caption,
@@ -68,6 +69,43 @@ def test_vqa_metrics_score_those_predictions(pipeline, tmp_path):
     for kind in {e["question_type"] for _, e in scored}:
         of_kind = [M.exact_match(p, e["answers"]) for p, e in scored if e["question_type"] == kind]
         assert scores[f"exact_match/{kind}"] == pytest.approx(100.0 * sum(of_kind) / len(of_kind))
+
+
+def test_chat_vqa_asks_through_pipe_chat_with_an_earlier_turn_about_the_same_image(pipeline, tmp_path):
+    examples = with_a_missing_image(easy_vqa("questions", 8), tmp_path)
+    task = ChatVQATask(ChatVQAOptions(max_new_tokens=4, eval_batch_size=3, history_probability=0.5))
+    warnings = []
+    task.warn = warnings.append
+    histories = [task.history(e) for e in examples]
+    assert {len(h) for h in histories} == {0, 1}  # some examples are second turns, some first
+    for e, history in zip(examples, histories):
+        for question, answer in history:  # another question of the same image, with its answer
+            assert question != e["question"] and [question, answer] in [list(p) for p in e["image_questions"]]
+    assert task.history(examples[0]) == histories[0]  # the same draw every time (epochs, evaluation)
+    predictions = task.predict(pipeline, examples)
+    assert predictions[1] is None and len(warnings) == 1 and "gone.png" in warnings[0]
+    for e, predicted in zip(examples, predictions):
+        if predicted is not None:
+            assert predicted == pipeline.chat(e["image"], task.messages(e), max_new_tokens=4, num_beams=1,
+                                              min_new_tokens=1, length_penalty=1.0)
+    scores = task.evaluate(pipeline, examples)
+    scored = [(p, e) for p, e in zip(predictions, examples) if p is not None]
+    assert scores["num_examples"] == len(scored)
+    assert scores["contains_answer"] == pytest.approx(
+        100.0 * sum(M.contains_answer(p, e["answers"]) for p, e in scored) / len(scored))
+    second = [M.exact_match(p, e["answers"]) for p, e in scored if task.history(e)]
+    assert scores["exact_match/turns-2"] == pytest.approx(100.0 * sum(second) / len(second))
+
+
+def test_chat_vqa_trains_on_the_conversation_it_is_asked():
+    example = easy_vqa("questions", 4)[0]
+    batch = ChatVQATask(ChatVQAOptions(history_probability=1.0)).text_batch([example])
+    (messages,) = batch["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[-1]["content"] == example["question"] == batch["instruction"][0]
+    assert batch["target"] == [example["answer"]]
+    alone = ChatVQATask(ChatVQAOptions(history_probability=0.0)).text_batch([example])["messages"][0]
+    assert alone == [{"role": "user", "content": example["question"]}]
 
 
 def test_vqa_prompt_needs_one_question_slot():
