@@ -55,6 +55,14 @@ Tools built on pipelines (training, evaluation, CLI commands):
     get_registry, Registry, Component, PipelineSpec, ComponentSpec, read_structured_file, dump_yaml,
     format_validation_error, load_pipeline, resolve_spec, parse_quantize, quantize_option
 
+Batch inference over image sets (``blip2 features``, blip2-ray):
+    feature_inputs(args) -> [FeatureInput(path, name)]  images of folders / files, named for resuming
+    load_batch(pipe, paths)               pixel_values of the readable ones, failures listed by name
+    pipeline_fingerprint(pipe) -> Fingerprint   digests of what image features depend on
+    caption_pixels, answer_pixels, features_from_pixels   the inference API on preprocessed pixel_values
+    GenerationSettings, CAPTION_DEFAULTS, VQA_DEFAULTS, DEFAULT_VQA_TEMPLATE, caption_prompt,
+    format_questions                      decoding settings and prompts, as ``caption`` / ``answer`` use them
+
 torchrun (one process, or one per rank):
     TorchrunEnv, torchrun_env, join_process_group, leave_process_group, process_group,
     local_device, backend_for
@@ -90,6 +98,19 @@ from blip2core.hookspecs import (
     RegisterPreset,
     hookimpl,
 )
+from blip2core.inference import (
+    CAPTION_DEFAULTS,
+    DEFAULT_VQA_TEMPLATE,
+    VQA_DEFAULTS,
+    GenerationSettings,
+    answer_pixels,
+    caption_pixels,
+    features_from_pixels,
+)
+from blip2core.inference.feature_inputs import FeatureInput, feature_inputs
+from blip2core.inference.fingerprint import Fingerprint, pipeline_fingerprint
+from blip2core.inference.images import load_batch
+from blip2core.inference.prompts import caption_prompt, format_questions
 from blip2core.llm import (
     LanguageModelOptions,
     TransformersLanguageModel,
@@ -148,6 +169,9 @@ from blip2core.vision.open_clip_config import image_side, open_clip_model_config
 from blip2core.vision.pos_embed import resample_pos_embed
 
 __all__ = [
+    "CAPTION_DEFAULTS", "DEFAULT_VQA_TEMPLATE", "VQA_DEFAULTS", "GenerationSettings", "answer_pixels",
+    "caption_pixels", "features_from_pixels", "FeatureInput", "feature_inputs", "Fingerprint", "pipeline_fingerprint",
+    "load_batch", "caption_prompt", "format_questions",
     "QFormerOptions",
     "build_qformer",
     "BatchPreprocessor",
