@@ -70,103 +70,331 @@ torchrun (one process, or one per rank):
 
 from __future__ import annotations
 
-from blip2core.atomic import atomic_file, atomic_folder, atomic_write_text, is_leftover
-from blip2core.bridges.qformer.config import QFormerOptions
-from blip2core.bridges.qformer.factory import build_qformer
-from blip2core.bridges.qformer.heads import query_text_similarity
-from blip2core.checkpoints.copying import check_shapes, copy_into, raise_if_missing
-from blip2core.checkpoints.files import read_state_dict, stored_keys, unwrap_state_dict
-from blip2core.checkpoints.hf_blip2 import text_config_reader
-from blip2core.checkpoints.hub import hub_offline, looks_like_hub_id
-from blip2core.cli.inference_commands import parse_quantize, quantize_option
-from blip2core.errors import (
-    Blip2Error,
-    CheckpointError,
-    DuplicateComponentError,
-    InputError,
-    PluginError,
-    SpecError,
-    UnknownComponentError,
-)
-from blip2core.hf_config import check_config_fields, hf_config_from_fields, import_config_class
-from blip2core.hookspecs import (
-    HFConfigPart,
-    HFConfigReader,
-    HFConfigSource,
-    Register,
-    RegisterHFConfig,
-    RegisterPreset,
-    hookimpl,
-)
-from blip2core.inference import (
-    CAPTION_DEFAULTS,
-    DEFAULT_VQA_TEMPLATE,
-    VQA_DEFAULTS,
-    GenerationSettings,
-    answer_pixels,
-    caption_pixels,
-    features_from_pixels,
-)
-from blip2core.inference.feature_inputs import FeatureInput, feature_inputs
-from blip2core.inference.fingerprint import Fingerprint, pipeline_fingerprint
-from blip2core.inference.images import load_batch
-from blip2core.inference.prompts import caption_prompt, format_questions
-from blip2core.llm import (
-    LanguageModelOptions,
-    TransformersLanguageModel,
-    TransformersSeq2SeqLanguageModel,
-    causal_lm_loss,
-    load_language_model,
-    map_foreign_keys,
-    positions_from_mask,
-)
-from blip2core.llm.options import TorchDType
-from blip2core.loading import load_pipeline, resolve_spec
-from blip2core.plugins import get_registry
-from blip2core.precision import DTYPE_CHOICES, TORCH_DTYPES, DType, checked_dtype, cpu_flags, dtype_name, torch_dtype
-from blip2core.preprocess_config import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-    PreprocessConfig,
-)
-from blip2core.protocols import (
-    BatchPreprocessor,
-    Bridge,
-    BridgeOutput,
-    EncoderDecoderLanguageModel,
-    GenerationDefaults,
-    InstructionAwareBridge,
-    LanguageModel,
-    LanguageModelOutput,
-    LoadsForeignCheckpoints,
-    LoadsOwnWeights,
-    Loss,
-    MissingProtocolError,
-    Preprocessor,
-    Quantizer,
-    SupportsPrefixCache,
-    Task,
-    TextBridge,
-    VisionEncoder,
-    is_encoder_decoder,
-    require_protocol,
-)
-from blip2core.registry import Component, Registry, format_validation_error
-from blip2core.spec import ComponentSpec, PipelineSpec, dump_yaml, read_structured_file
-from blip2core.torchrun import (
-    TorchrunEnv,
-    backend_for,
-    join_process_group,
-    leave_process_group,
-    local_device,
-    process_group,
-    torchrun_env,
-)
-from blip2core.vision.blocks import resolve_layer
-from blip2core.vision.open_clip_config import image_side, open_clip_model_config, open_clip_preprocess_config
-from blip2core.vision.pos_embed import resample_pos_embed
+from typing import TYPE_CHECKING
+
+from blip2core.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers (tests/test_lazy_imports.py keeps them in step)
+    from blip2core.atomic import atomic_file, atomic_folder, atomic_write_text, is_leftover
+    from blip2core.bridges.qformer.config import QFormerOptions
+    from blip2core.bridges.qformer.factory import build_qformer
+    from blip2core.bridges.qformer.heads import query_text_similarity
+    from blip2core.checkpoints.copying import check_shapes, copy_into, raise_if_missing
+    from blip2core.checkpoints.files import read_state_dict, stored_keys, unwrap_state_dict
+    from blip2core.checkpoints.hf_blip2 import text_config_reader
+    from blip2core.checkpoints.hub import hub_offline, looks_like_hub_id
+    from blip2core.cli.inference_commands import parse_quantize, quantize_option
+    from blip2core.errors import (
+        Blip2Error,
+        CheckpointError,
+        DuplicateComponentError,
+        InputError,
+        PluginError,
+        SpecError,
+        UnknownComponentError,
+    )
+    from blip2core.hf_config import check_config_fields, hf_config_from_fields, import_config_class
+    from blip2core.hookspecs import (
+        HFConfigPart,
+        HFConfigReader,
+        HFConfigSource,
+        Register,
+        RegisterHFConfig,
+        RegisterPreset,
+        hookimpl,
+    )
+    from blip2core.inference import (
+        CAPTION_DEFAULTS,
+        DEFAULT_VQA_TEMPLATE,
+        VQA_DEFAULTS,
+        GenerationSettings,
+        answer_pixels,
+        caption_pixels,
+        features_from_pixels,
+    )
+    from blip2core.inference.feature_inputs import FeatureInput, feature_inputs
+    from blip2core.inference.fingerprint import Fingerprint, pipeline_fingerprint
+    from blip2core.inference.images import load_batch
+    from blip2core.inference.prompts import caption_prompt, format_questions
+    from blip2core.llm import (
+        LanguageModelOptions,
+        TransformersLanguageModel,
+        TransformersSeq2SeqLanguageModel,
+        causal_lm_loss,
+        load_language_model,
+        map_foreign_keys,
+        positions_from_mask,
+    )
+    from blip2core.llm.options import TorchDType
+    from blip2core.loading import load_pipeline, resolve_spec
+    from blip2core.plugins import get_registry
+    from blip2core.precision import DTYPE_CHOICES, TORCH_DTYPES, DType, checked_dtype, cpu_flags, dtype_name, torch_dtype
+    from blip2core.preprocess_config import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        OPENAI_CLIP_MEAN,
+        OPENAI_CLIP_STD,
+        PreprocessConfig,
+    )
+    from blip2core.protocols import (
+        BatchPreprocessor,
+        Bridge,
+        BridgeOutput,
+        EncoderDecoderLanguageModel,
+        GenerationDefaults,
+        InstructionAwareBridge,
+        LanguageModel,
+        LanguageModelOutput,
+        LoadsForeignCheckpoints,
+        LoadsOwnWeights,
+        Loss,
+        MissingProtocolError,
+        Preprocessor,
+        Quantizer,
+        SupportsPrefixCache,
+        Task,
+        TextBridge,
+        VisionEncoder,
+        is_encoder_decoder,
+        require_protocol,
+    )
+    from blip2core.registry import Component, Registry, format_validation_error
+    from blip2core.spec import ComponentSpec, PipelineSpec, dump_yaml, read_structured_file
+    from blip2core.torchrun import (
+        TorchrunEnv,
+        backend_for,
+        join_process_group,
+        leave_process_group,
+        local_device,
+        process_group,
+        torchrun_env,
+    )
+    from blip2core.vision.blocks import resolve_layer
+    from blip2core.vision.open_clip_config import image_side, open_clip_model_config, open_clip_preprocess_config
+    from blip2core.vision.pos_embed import resample_pos_embed
+
+#: public name -> the module that defines it; imported on first use, so that a plugin module that
+#: imports this one (every ``blip2`` command imports them all) does not import torch
+_EXPORTS = {
+    **dict.fromkeys(
+        (
+            "atomic_file",
+            "atomic_folder",
+            "atomic_write_text",
+            "is_leftover",
+        ),
+        "blip2core.atomic",
+    ),
+    "QFormerOptions": "blip2core.bridges.qformer.config",
+    "build_qformer": "blip2core.bridges.qformer.factory",
+    "query_text_similarity": "blip2core.bridges.qformer.heads",
+    **dict.fromkeys(
+        (
+            "check_shapes",
+            "copy_into",
+            "raise_if_missing",
+        ),
+        "blip2core.checkpoints.copying",
+    ),
+    **dict.fromkeys(
+        (
+            "read_state_dict",
+            "stored_keys",
+            "unwrap_state_dict",
+        ),
+        "blip2core.checkpoints.files",
+    ),
+    "text_config_reader": "blip2core.checkpoints.hf_blip2",
+    **dict.fromkeys(
+        (
+            "hub_offline",
+            "looks_like_hub_id",
+        ),
+        "blip2core.checkpoints.hub",
+    ),
+    **dict.fromkeys(
+        (
+            "parse_quantize",
+            "quantize_option",
+        ),
+        "blip2core.cli.inference_commands",
+    ),
+    **dict.fromkeys(
+        (
+            "Blip2Error",
+            "CheckpointError",
+            "DuplicateComponentError",
+            "InputError",
+            "PluginError",
+            "SpecError",
+            "UnknownComponentError",
+        ),
+        "blip2core.errors",
+    ),
+    **dict.fromkeys(
+        (
+            "check_config_fields",
+            "hf_config_from_fields",
+            "import_config_class",
+        ),
+        "blip2core.hf_config",
+    ),
+    **dict.fromkeys(
+        (
+            "HFConfigPart",
+            "HFConfigReader",
+            "HFConfigSource",
+            "Register",
+            "RegisterHFConfig",
+            "RegisterPreset",
+            "hookimpl",
+        ),
+        "blip2core.hookspecs",
+    ),
+    **dict.fromkeys(
+        (
+            "CAPTION_DEFAULTS",
+            "DEFAULT_VQA_TEMPLATE",
+            "VQA_DEFAULTS",
+            "GenerationSettings",
+            "answer_pixels",
+            "caption_pixels",
+            "features_from_pixels",
+        ),
+        "blip2core.inference",
+    ),
+    **dict.fromkeys(
+        (
+            "FeatureInput",
+            "feature_inputs",
+        ),
+        "blip2core.inference.feature_inputs",
+    ),
+    **dict.fromkeys(
+        (
+            "Fingerprint",
+            "pipeline_fingerprint",
+        ),
+        "blip2core.inference.fingerprint",
+    ),
+    "load_batch": "blip2core.inference.images",
+    **dict.fromkeys(
+        (
+            "caption_prompt",
+            "format_questions",
+        ),
+        "blip2core.inference.prompts",
+    ),
+    **dict.fromkeys(
+        (
+            "LanguageModelOptions",
+            "TransformersLanguageModel",
+            "TransformersSeq2SeqLanguageModel",
+            "causal_lm_loss",
+            "load_language_model",
+            "map_foreign_keys",
+            "positions_from_mask",
+        ),
+        "blip2core.llm",
+    ),
+    "TorchDType": "blip2core.llm.options",
+    **dict.fromkeys(
+        (
+            "load_pipeline",
+            "resolve_spec",
+        ),
+        "blip2core.loading",
+    ),
+    "get_registry": "blip2core.plugins",
+    **dict.fromkeys(
+        (
+            "DTYPE_CHOICES",
+            "TORCH_DTYPES",
+            "DType",
+            "checked_dtype",
+            "cpu_flags",
+            "dtype_name",
+            "torch_dtype",
+        ),
+        "blip2core.precision",
+    ),
+    **dict.fromkeys(
+        (
+            "IMAGENET_MEAN",
+            "IMAGENET_STD",
+            "OPENAI_CLIP_MEAN",
+            "OPENAI_CLIP_STD",
+            "PreprocessConfig",
+        ),
+        "blip2core.preprocess_config",
+    ),
+    **dict.fromkeys(
+        (
+            "BatchPreprocessor",
+            "Bridge",
+            "BridgeOutput",
+            "EncoderDecoderLanguageModel",
+            "GenerationDefaults",
+            "InstructionAwareBridge",
+            "LanguageModel",
+            "LanguageModelOutput",
+            "LoadsForeignCheckpoints",
+            "LoadsOwnWeights",
+            "Loss",
+            "MissingProtocolError",
+            "Preprocessor",
+            "Quantizer",
+            "SupportsPrefixCache",
+            "Task",
+            "TextBridge",
+            "VisionEncoder",
+            "is_encoder_decoder",
+            "require_protocol",
+        ),
+        "blip2core.protocols",
+    ),
+    **dict.fromkeys(
+        (
+            "Component",
+            "Registry",
+            "format_validation_error",
+        ),
+        "blip2core.registry",
+    ),
+    **dict.fromkeys(
+        (
+            "ComponentSpec",
+            "PipelineSpec",
+            "dump_yaml",
+            "read_structured_file",
+        ),
+        "blip2core.spec",
+    ),
+    **dict.fromkeys(
+        (
+            "TorchrunEnv",
+            "backend_for",
+            "join_process_group",
+            "leave_process_group",
+            "local_device",
+            "process_group",
+            "torchrun_env",
+        ),
+        "blip2core.torchrun",
+    ),
+    "resolve_layer": "blip2core.vision.blocks",
+    **dict.fromkeys(
+        (
+            "image_side",
+            "open_clip_model_config",
+            "open_clip_preprocess_config",
+        ),
+        "blip2core.vision.open_clip_config",
+    ),
+    "resample_pos_embed": "blip2core.vision.pos_embed",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "CAPTION_DEFAULTS", "DEFAULT_VQA_TEMPLATE", "VQA_DEFAULTS", "GenerationSettings", "answer_pixels",

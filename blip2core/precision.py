@@ -26,16 +26,19 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: what a user may write for a pipeline's or a component's precision (``auto``: see ``resolve_dtype``)
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 DTYPE_CHOICES: tuple[str, ...] = get_args(DType)
 #: the precisions ``auto`` resolves to, by name
 CONCRETE_DTYPES: tuple[str, ...] = DTYPE_CHOICES[1:]
-TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in CONCRETE_DTYPES}
+if TYPE_CHECKING:
+    #: name -> ``torch.dtype``; built on first use, so importing this module does not import torch
+    TORCH_DTYPES: dict[str, torch.dtype]
 #: CPU flags that mean native bf16 matmuls (AMX tiles, or AVX-512 BF16 dot products)
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 #: CPU flags that mean fp16 arithmetic in hardware (AMX-FP16, AVX-512 FP16)
@@ -46,6 +49,20 @@ SLOWDOWN_NOTE = (
 )
 
 
+@functools.cache
+def _torch_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {name: getattr(torch, name) for name in CONCRETE_DTYPES}
+
+
+def __getattr__(name: str) -> Any:
+    """``TORCH_DTYPES``, built (and torch imported) on first use (PEP 562)."""
+    if name == "TORCH_DTYPES":
+        return _torch_dtypes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """The ``torch.dtype`` of a name in ``TORCH_DTYPES`` (``"bfloat16"`` -> ``torch.bfloat16``).
 
@@ -53,7 +70,7 @@ def torch_dtype(name: str) -> torch.dtype:
         ValueError: an unknown name; the message lists the known ones.
     """
     try:
-        return TORCH_DTYPES[name]
+        return _torch_dtypes()[name]
     except KeyError:
         raise ValueError(f"dtype {name!r}: expected {', '.join(CONCRETE_DTYPES)}") from None
 
@@ -64,7 +81,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     Raises:
         ValueError: a dtype outside the table.
     """
-    for name, known in TORCH_DTYPES.items():
+    for name, known in _torch_dtypes().items():
         if known == dtype:
             return name
     raise ValueError(f"dtype {dtype}: expected one of {', '.join(CONCRETE_DTYPES)}")
@@ -112,6 +129,8 @@ def cpu_flags() -> frozenset[str]:
 
 def cuda_capability(device: str) -> tuple[int, int] | None:
     """(major, minor) of a CUDA device, or None where CUDA is not available."""
+    import torch
+
     if not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_capability(device if ":" in device else None)

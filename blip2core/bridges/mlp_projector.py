@@ -6,29 +6,13 @@ assume a fixed number of learned queries.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from blip2core.bridges.mlp_projector_options import MLPProjectorOptions
 from blip2core.protocols import BridgeOutput
 
-
-class MLPProjectorOptions(BaseModel):
-    """Options of ``mlp-projector``.
-
-    Attributes:
-        hidden_size: H, width of the hidden layer (and of ``query_output``); default: the LLM's D.
-        num_layers: linear layers (1 = a single projection, 2 = LLaVA-1.5's Linear-GELU-Linear).
-        activation: non-linearity between layers.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int | None = Field(None, gt=0)
-    num_layers: int = Field(2, ge=1, le=8)
-    activation: Literal["gelu", "relu", "silu"] = "gelu"
+__all__ = ["MLPProjector", "MLPProjectorOptions", "build_mlp_projector"]
 
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}

@@ -1,4 +1,8 @@
-"""``blip2``: the root click group, error handling, and the core's own commands."""
+"""``blip2``: the root click group, error handling, and the core's own commands.
+
+Importing this module and ``blip2 --help`` stay light: torch, transformers and the pipeline are
+imported inside the commands that need them (``tests/test_lazy_imports.py`` checks it).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import sys
 import click
 
 from blip2core.cli import failures
-from blip2core.checkpoints.files import check_weights_exist
 from blip2core.cli.chat_command import chat_command
 from blip2core.cli.explain_command import explain_command
 from blip2core.cli.inference_commands import add_inference_commands
@@ -16,7 +19,6 @@ from blip2core.cli.model_commands import add_model_commands
 from blip2core.cli.failures import DEBUG_VARIABLE, run_reporting_errors
 from blip2core.plugins import get_plugins
 from blip2core.precision import BF16_CPU_FLAGS, FP16_CPU_FLAGS, cpu_flags, resolve_dtype
-from blip2core.spec import PipelineSpec, spec_json_schema
 
 
 @click.group()
@@ -97,6 +99,9 @@ def spec_group() -> None:
 def spec_validate(file: str) -> None:
     """Check FILE (YAML, JSON or TOML): structure, component names and their options, and that
     every weights file or folder exists."""
+    from blip2core.checkpoints.files import check_weights_exist
+    from blip2core.spec import PipelineSpec
+
     spec = PipelineSpec.from_file(file)
     spec.check_components(get_plugins().registry)
     check_weights_exist(spec.weights, spec.weight_paths(), source=file)
@@ -107,6 +112,8 @@ def spec_validate(file: str) -> None:
 @spec_group.command("schema")
 def spec_schema() -> None:
     """Print the JSON schema of a pipeline spec, with every registered component's options."""
+    from blip2core.spec import spec_json_schema
+
     click.echo(json.dumps(spec_json_schema(get_plugins().registry), indent=2))
 
 

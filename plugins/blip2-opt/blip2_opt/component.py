@@ -9,9 +9,12 @@ BLIP-2 conventions it sets up:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from blip2core.plugin_api import LanguageModelOptions, TransformersLanguageModel, load_language_model
+from blip2core.plugin_api import LanguageModelOptions
+
+if TYPE_CHECKING:  # annotations only: torch and transformers load when the model is built
+    from blip2core.plugin_api import TransformersLanguageModel
 
 NEWLINE = "\n"
 
@@ -25,6 +28,8 @@ class OPTOptions(LanguageModelOptions):
 
 def build_opt(options: OPTOptions) -> TransformersLanguageModel:
     from transformers import OPTConfig, OPTForCausalLM
+
+    from blip2core.plugin_api import load_language_model
 
     return load_language_model(
         options, config_class=OPTConfig, model_class=OPTForCausalLM, padding_side="left", stop_strings=(NEWLINE,)

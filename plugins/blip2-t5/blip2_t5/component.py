@@ -12,9 +12,12 @@ BLIP-2 (LAVIS ``blip2_t5``, transformers ``Blip2ForConditionalGeneration``) conv
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from blip2core.plugin_api import LanguageModelOptions, TransformersSeq2SeqLanguageModel, load_language_model
+from blip2core.plugin_api import LanguageModelOptions
+
+if TYPE_CHECKING:  # annotations only: torch and transformers load when the model is built
+    from blip2core.plugin_api import TransformersSeq2SeqLanguageModel
 
 
 class T5Options(LanguageModelOptions):
@@ -26,6 +29,8 @@ class T5Options(LanguageModelOptions):
 
 def build_t5(options: T5Options) -> TransformersSeq2SeqLanguageModel:
     from transformers import T5Config, T5ForConditionalGeneration
+
+    from blip2core.plugin_api import load_language_model
 
     llm = load_language_model(
         options, config_class=T5Config, model_class=T5ForConditionalGeneration, padding_side="right"
