@@ -63,6 +63,10 @@ Batch inference over image sets (``blip2 features``, blip2-ray):
     GenerationSettings, CAPTION_DEFAULTS, VQA_DEFAULTS, DEFAULT_VQA_TEMPLATE, caption_prompt,
     format_questions                      decoding settings and prompts, as ``caption`` / ``answer`` use them
 
+Serving (blip2-serve):
+    AsyncPipeline(pipe)                   awaitable caption / answer / chat / extract_features / match on a shared pipeline
+    attention_maps(pipe, images, question), overlay(image, grid, size)   ``blip2 explain``'s maps and heat-map picture
+
 torchrun (one process, or one per rank):
     TorchrunEnv, torchrun_env, join_process_group, leave_process_group, process_group,
     local_device, backend_for
@@ -112,6 +116,8 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers (tests/test_lazy
         caption_pixels,
         features_from_pixels,
     )
+    from blip2core.inference.async_pipeline import AsyncPipeline
+    from blip2core.inference.explain import attention_maps, overlay
     from blip2core.inference.feature_inputs import FeatureInput, feature_inputs
     from blip2core.inference.fingerprint import Fingerprint, pipeline_fingerprint
     from blip2core.inference.images import load_batch
@@ -251,6 +257,9 @@ _EXPORTS = {
         ),
         "blip2core.hookspecs",
     ),
+    "AsyncPipeline": "blip2core.inference.async_pipeline",
+    "attention_maps": "blip2core.inference.explain",
+    "overlay": "blip2core.inference.explain",
     **dict.fromkeys(
         (
             "CAPTION_DEFAULTS",
@@ -400,6 +409,7 @@ __all__ = [
     "CAPTION_DEFAULTS", "DEFAULT_VQA_TEMPLATE", "VQA_DEFAULTS", "GenerationSettings", "answer_pixels",
     "caption_pixels", "features_from_pixels", "FeatureInput", "feature_inputs", "Fingerprint", "pipeline_fingerprint",
     "load_batch", "caption_prompt", "format_questions",
+    "AsyncPipeline", "attention_maps", "overlay",
     "QFormerOptions",
     "build_qformer",
     "BatchPreprocessor",

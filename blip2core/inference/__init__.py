@@ -8,9 +8,11 @@ Modules (one job each): ``prompts`` (caption styles, VQA template), ``generation
 settings), ``images`` (inputs -> pixel_values), ``text`` (Q-Former tokenisation), ``textgen``
 (image-conditioned generation), ``prefix_cache`` (the LLM cache of an image prefix),
 ``captioning``, ``vqa``, ``features``, ``matching``, ``retrieval``, ``state`` (locks for
-thread safety), ``feature_store`` (resumable feature files), ``ranks`` (torchrun sharding).
+thread safety), ``async_pipeline`` (``AsyncPipeline``: those calls awaitable from asyncio),
+``feature_store`` (resumable feature files), ``ranks`` (torchrun sharding).
 """
 
+from blip2core.inference.async_pipeline import AsyncPipeline
 from blip2core.inference.captioning import caption, caption_pixels
 from blip2core.inference.features import Features, extract_features, features_from_pixels
 from blip2core.inference.generation import CAPTION_DEFAULTS, VQA_DEFAULTS, GenerationSettings
@@ -20,6 +22,7 @@ from blip2core.inference.retrieval import classify, retrieve
 from blip2core.inference.vqa import answer, answer_pixels
 
 __all__ = [
+    "AsyncPipeline",
     "BUILTIN_STYLES",
     "CAPTION_DEFAULTS",
     "DEFAULT_VQA_TEMPLATE",
