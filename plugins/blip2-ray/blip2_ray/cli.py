@@ -49,16 +49,16 @@ def ray_batch_command(task, images, model, out, question, num_workers, batch_siz
     images that already have rows, and refuses a folder written by another model, task or
     question. A manifest is a .txt file with one image path per line.
     """
-    from blip2_ray.run import connect, run_batch
+    from blip2_ray.run import run_batch
 
     options = {k: v for k, v in {"style": style, "prompt": prompt, "num_beams": num_beams,
                                  "max_new_tokens": max_new_tokens}.items() if v is not None}
     source = images[0] if len(images) == 1 else list(images)
-    connect(address, num_cpus)
     summary = run_batch(task, source, model=model, out=out, num_workers=num_workers, batch_size=batch_size,
                         question=question, resume=not overwrite, cpus_per_worker=cpus_per_worker,
                         gpus_per_worker=gpus_per_worker, device=device, dtype=dtype,
-                        quantize=parse_quantize(quantize) or None, progress=progress, **options)
+                        quantize=parse_quantize(quantize) or None, progress=progress, address=address,
+                        num_cpus=num_cpus, **options)
     for name, error in summary.failed:
         click.echo(f"error: {name}: {error}", err=True)
     click.echo(summary.line())

@@ -48,7 +48,8 @@ def manifest_inputs(manifest: Path) -> list[FeatureInput]:
     try:
         lines = manifest.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{manifest}: cannot read this manifest ({exc}); expected UTF-8 text, one path a line") from None
+        raise InputError(f"{manifest}: cannot read this manifest ({exc}); expected UTF-8 text, "
+                         "one path a line") from None
     out: dict[str, FeatureInput] = {}
     for line in lines:
         entry = line.strip()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +75,8 @@ def run_batch(
     dtype: str | None = None,
     quantize: dict[str, str] | None = None,
     progress: bool | Callable[[int], None] = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
     **options: Any,
 ) -> RunSummary:
     """Run ``task`` ("caption", "answer" or "features") over ``images`` on Ray, into Parquet shards.
@@ -96,8 +97,9 @@ def run_batch(
         progress: True for a tqdm bar on stderr, or a callable given the images finished per batch.
         options: the task's (``blip2_ray.tasks.make_job``): style / prompt / template and decoding.
 
-    Connects to Ray as ``ray.data`` does when no ``ray.init`` came first (a local instance with
-    every CPU); call ``blip2_ray.connect`` (or ``ray.init``) before to choose.
+        address, num_cpus: where to run when Ray is not initialised yet (``connect``): the
+            cluster at ``address``, else a local instance with ``num_cpus`` CPUs (default: all).
+            Ray is started only when there is work: the checks above come first.
 
     Raises:
         InputError: a bad task, option or image list (before anything runs).
@@ -108,6 +110,8 @@ def run_batch(
         raise InputError(f"num_workers must be a positive int, got {num_workers!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
+    if address is not None and num_cpus is not None:
+        raise InputError("num_cpus (--num-cpus) limits a local Ray instance; a cluster at an address uses its own")
     job = make_job(task, question, **options)
     load = {k: v for k, v in {"device": device, "dtype": dtype, "quantize": quantize}.items() if v}
     run = run_identity(job, model, load)
@@ -122,6 +126,7 @@ def run_batch(
     summary = RunSummary(out=out, total=len(inputs), skipped=len(inputs) - len(todo))
     if todo:
         out.mkdir(parents=True, exist_ok=True)
+        connect(address, num_cpus)
         _execute(summary, todo, model, load, job, run, expected, num_workers, batch_size, cpus_per_worker,
                  gpus_per_worker, progress, started)
     summary.seconds = time.perf_counter() - started
@@ -137,8 +142,6 @@ def _execute(summary: RunSummary, todo: list[Any], model: Any, load: dict[str, A
 
     from blip2_ray.worker import PipelineWorker
 
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours (tqdm below) counts images, Ray's count blocks
     context.print_on_execution_start = False

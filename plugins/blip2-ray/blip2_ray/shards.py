@@ -94,7 +94,8 @@ def _vectors(values: torch.Tensor, ok: list[int], rows: int) -> pa.FixedSizeList
     width = int(values[0].numel()) if len(values) else 0
     flat = torch.zeros(rows, width, dtype=torch.float32)
     flat[ok] = values.reshape(len(ok), width)
-    mask = pa.array([i not in set(ok) for i in range(rows)])
+    good = set(ok)
+    mask = pa.array([i not in good for i in range(rows)])
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1).numpy()), width, mask=mask)
 
 

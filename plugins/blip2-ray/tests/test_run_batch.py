@@ -110,7 +110,7 @@ def test_cli_answers_in_a_subprocess_joining_the_cluster(ray_local, image_folder
         [str(blip2), "ray-batch", "answer", str(manifest), "--question", question, "--model", "mini", "--out",
          str(out), "--address", ray_local.get_runtime_context().gcs_address, "--batch-size", "3", "--no-progress",
          "--num-beams", "2"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == f"{out}: 3 images done, 0 skipped (already there), 0 failed, 1 shards written in " \
