@@ -109,6 +109,16 @@ def group_runners(ctx: Context, groups: list[str], peak: Callable[[], float]) ->
     return runners
 
 
+def kept_sections(path: Path) -> list[str]:
+    """The sections other scripts write into the report between their own markers
+    (``<!-- benchmarks.NAME: begin ... -->`` ... ``<!-- benchmarks.NAME: end -->``, e.g. benchmarks/serving.py):
+    a run of the suite keeps them."""
+    import re
+
+    old = path.read_text() if path.exists() else ""
+    return re.findall(r"<!-- benchmarks\.[\w.]+: begin.*?<!-- benchmarks\.[\w.]+: end -->\n", old, re.S)
+
+
 def write_doc(path: Path, command: str, info: dict, rows: list[Row], seconds: float) -> None:
     from blip2core.atomic import atomic_write_text
 
@@ -139,6 +149,7 @@ def write_doc(path: Path, command: str, info: dict, rows: list[Row], seconds: fl
         "",
         markdown_table(rows),
         "",
+        *kept_sections(path),
     ])
     atomic_write_text(path, text)
 
