@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from blip2core.checkpoints.apply import load_checkpoints
+from blip2core.checkpoints.apply import load_checkpoints, slots_in_checkpoints
+from blip2core.checkpoints.deferred import meta_tensor_names, parameters_on_meta
 from blip2core.errors import Blip2Error
 from blip2core.pipeline import Pipeline
 from blip2core.precision import checked_dtype, torch_dtype
@@ -16,6 +19,7 @@ from blip2core.seeding import seeded_construction
 from blip2core.spec import PipelineSpec
 
 DEFAULT_PREPROCESSOR = "standard"
+log = logging.getLogger(__name__)
 
 
 def _expect(instance: Any, protocol: type, what: str, component: Any) -> Any:
@@ -34,25 +38,34 @@ def _expect(instance: Any, protocol: type, what: str, component: Any) -> Any:
 def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = True) -> Pipeline:
     """Validate every name and option first; then build, load checkpoints, cast, quantize,
     freeze and move. ``strict``: missing / unexpected checkpoint keys are errors. With
-    ``spec.seed``, each component is built under its own seed (``blip2core.seeding``)."""
+    ``spec.seed``, each component is built under its own seed (``blip2core.seeding``).
+
+    A component the spec's checkpoints hold tensors for is built with its parameters on ``meta``
+    (no random initialisation, no memory; ``blip2core.checkpoints.deferred``), cast to its dtype,
+    and takes the checkpoint's memory-mapped tensors themselves. One the checkpoints leave
+    incomplete is then built the ordinary way and loaded again, so what they do not cover keeps
+    its usual (seeded) random values."""
     options = spec.check_components(registry)
+    # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
+    dtype_name = checked_dtype(spec.dtype, spec.device)
+    deferred = slots_in_checkpoints(spec.weight_paths()) if spec.weights else set()
+    parts: dict[str, Any] = {"vision": None, "bridge": None, "llm": None}
 
-    vision_c = registry.get("vision_encoder", spec.vision.name)
-    with seeded_construction(spec.seed, "vision"):
-        vision = _expect(vision_c.factory(options["vision"]), VisionEncoder, "vision encoder", vision_c)
+    def build(slot: str) -> Any:
+        with seeded_construction(spec.seed, slot):
+            return _build_component(slot, registry, spec, options, parts)
 
-    llm = None
-    if spec.llm is not None:
-        llm_c = registry.get("language_model", spec.llm.name)
-        with seeded_construction(spec.seed, "llm"):
-            llm = _expect(llm_c.factory(options["llm"]), LanguageModel, "language model", llm_c)
-
-    bridge_c = registry.get("bridge", spec.bridge.name)
-    with seeded_construction(spec.seed, "bridge"):
-        bridge = bridge_c.factory(
-            options["bridge"], vision_width=vision.width, llm_hidden_size=llm.hidden_size if llm is not None else None
-        )
-    bridge = _expect(bridge, Bridge, "bridge", bridge_c)
+    for slot in ("vision", "llm", "bridge"):  # the bridge reads the others' widths
+        if slot == "llm" and spec.llm is None:
+            continue
+        if slot in deferred:
+            parts[slot] = _build_deferred(slot, build, dtype_name)
+            if parts[slot] is None:
+                deferred.discard(slot)
+                parts[slot] = build(slot)
+        else:
+            parts[slot] = build(slot)
+    vision, llm = parts["vision"], parts["llm"]
 
     preprocessor = None
     if spec.preprocessor is not None or DEFAULT_PREPROCESSOR in registry.components["preprocessor"]:
@@ -63,11 +76,16 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
             pre_c.factory(pre_options, preprocess_config=vision.preprocess_config), Preprocessor, "preprocessor", pre_c
         )
 
-    parts = {"vision": vision, "bridge": bridge, "llm": llm}
     report = load_checkpoints(parts, spec.weight_paths(), strict=strict) if spec.weights else None
+    incomplete = {slot for slot in deferred if meta_tensor_names(parts[slot])}
+    if incomplete:  # the checkpoints left parts unset: build those components with their random init
+        for slot in incomplete:
+            parts[slot] = build(slot)
+        again = load_checkpoints(parts, spec.weight_paths(), strict=strict, only=incomplete)
+        assert report is not None
+        report.missing.update({slot: again.missing[slot] for slot in incomplete if slot in again.missing})
+    vision, llm = parts["vision"], parts["llm"]
 
-    # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
-    dtype_name = checked_dtype(spec.dtype, spec.device)
     if dtype_name != spec.dtype:
         base_dir = spec._base_dir
         spec = spec.model_copy(update={"dtype": dtype_name})
@@ -82,6 +100,37 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     pipeline.load_report = report
     pipeline.to(device)
     return pipeline.eval()  # inference by default, as from_pretrained; pipeline.train() for training
+
+
+def _build_component(slot: str, registry: Registry, spec: PipelineSpec, options: dict[str, Any], parts: dict) -> Any:
+    """Call the factory of ``slot`` (vision / llm / bridge; the bridge reads ``parts``' widths)."""
+    if slot == "vision":
+        vision_c = registry.get("vision_encoder", spec.vision.name)
+        return _expect(vision_c.factory(options["vision"]), VisionEncoder, "vision encoder", vision_c)
+    if slot == "llm":
+        llm_c = registry.get("language_model", spec.llm.name)
+        return _expect(llm_c.factory(options["llm"]), LanguageModel, "language model", llm_c)
+    bridge_c = registry.get("bridge", spec.bridge.name)
+    llm = parts["llm"]
+    bridge = bridge_c.factory(
+        options["bridge"], vision_width=parts["vision"].width, llm_hidden_size=llm.hidden_size if llm is not None else None
+    )
+    return _expect(bridge, Bridge, "bridge", bridge_c)
+
+
+def _build_deferred(slot: str, build: Callable[[str], Any], dtype_name: str) -> Any:
+    """``build(slot)`` with its parameters on ``meta``, the frozen parts (vision, llm) cast to
+    ``dtype_name`` (free on meta: the checkpoint's tensors are then cast once, as they are assigned).
+    None when the factory cannot build on meta (it read a parameter's values): build it as usual."""
+    try:
+        with parameters_on_meta():
+            component = build(slot)
+    except (NotImplementedError, RuntimeError) as error:
+        log.debug("%s: cannot be built on the meta device (%s); building it with random weights", slot, error)
+        return None
+    if slot != "bridge":
+        component.to(dtype=torch_dtype(dtype_name))
+    return component
 
 
 def _quantize(

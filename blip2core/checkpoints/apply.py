@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from blip2core.checkpoints.copying import copy_into, frozen_parameter_names
-from blip2core.checkpoints.files import read_state_dict
+from blip2core.checkpoints.files import read_state_dict, stored_keys
 from blip2core.checkpoints.layouts import SLOTS, detect_layout, split_by_slot
 from blip2core.errors import CheckpointError
 from blip2core.protocols import LoadsForeignCheckpoints, LoadsOwnWeights
@@ -47,8 +47,29 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def slots_in_checkpoints(sources: list[str | Path]) -> set[str]:
+    """The components (vision / bridge / llm) that ``sources`` hold tensors for, judged from the
+    tensor names alone (safetensors headers, a sharded folder's index); every slot when some
+    source's names are only known by reading it (a torch file) or cannot be read (loading reports that)."""
+    slots: set[str] = set()
+    for source in sources:
+        try:
+            keys = stored_keys(source)
+            if keys is None:
+                return set(SLOTS)
+            parts, _ = split_by_slot(dict.fromkeys(keys), detect_layout(keys, source=str(source)))
+        except CheckpointError:
+            return set(SLOTS)
+        slots |= {slot for slot, part in parts.items() if part}
+    return slots
+
+
 def load_checkpoints(
-    components: dict[str, nn.Module | None], sources: list[str | Path], *, strict: bool = True
+    components: dict[str, nn.Module | None],
+    sources: list[str | Path],
+    *,
+    strict: bool = True,
+    only: set[str] | None = None,
 ) -> LoadReport:
     """Apply each checkpoint in order (later ones override earlier ones).
 
@@ -57,6 +78,7 @@ def load_checkpoints(
         sources: files or folders (see ``read_state_dict``).
         strict: raise CheckpointError when a component that received weights is left with missing
             keys, or a checkpoint key belongs to no component; otherwise only log them.
+        only: load these slots alone (the others' keys are neither written nor reported).
     """
     report = LoadReport()
     # a component that loaded its own pretrained weights (``weights_loaded = True``) is complete
@@ -64,6 +86,8 @@ def load_checkpoints(
     still_missing: dict[str, set[str]] = {
         slot: set() for slot, module in components.items() if isinstance(module, LoadsOwnWeights) and module.weights_loaded
     }
+    if only is not None:
+        still_missing = {slot: keys for slot, keys in still_missing.items() if slot in only}
     for source in sources:
         state = read_state_dict(source)
         layout = detect_layout(state.keys(), source=str(source))
@@ -71,9 +95,9 @@ def load_checkpoints(
         if layout == "native":
             report.native_keys[str(source)] = list(state)
         parts, unrouted = split_by_slot(state, layout)
-        report.unexpected += unrouted
+        report.unexpected += unrouted if only is None else []
         for slot in SLOTS:
-            if not parts[slot]:
+            if not parts[slot] or (only is not None and slot not in only):
                 continue
             module = components.get(slot)
             if module is None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 import torch
 from torch import nn
 
+from blip2core.checkpoints.deferred import assign_tensor, tied_names
 from blip2core.errors import CheckpointError
 
 #: (source key, own key, expected shape, found shape) -> the CheckpointError message
@@ -71,15 +72,34 @@ def check_shapes(
 
 
 @torch.no_grad()
-def write_tensors(own_state: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor]) -> None:
+def write_tensors(
+    own_state: Mapping[str, torch.Tensor], tensors: Mapping[str, torch.Tensor], module: nn.Module | None = None
+) -> None:
     """Write checked tensors (own name -> tensor) in place, cast to each own tensor's dtype and device.
 
     ``own_state`` must share storage with the module (``module.state_dict()`` does). A tensor
     with fewer rows (see ``check_shapes``' ``leading_rows_ok``) fills only the leading rows.
+
+    An own tensor on the ``meta`` device (a component built by ``deferred.parameters_on_meta``) has no
+    storage to write into: the tensor itself becomes ``module``'s parameter or buffer
+    (``deferred.assign_tensor``: no copy, tied names stay tied). One that fills only leading rows is
+    skipped: it stays on ``meta``, and the component is then built the ordinary way
+    (``blip2core.compose``).
+
+    Raises:
+        ValueError: an own tensor is on ``meta`` and no ``module`` was given.
     """
+    ties = None
     for own_key, tensor in tensors.items():
         target = own_state[own_key]
         rows = tensor.shape[0] if tensor.dim() else None
+        if target.is_meta:
+            if module is None:
+                raise ValueError(f"{own_key!r} is on the meta device: write_tensors needs the module to assign it")
+            if tuple(tensor.shape) == tuple(target.shape):
+                ties = ties if ties is not None else tied_names(module)
+                assign_tensor(module, own_key, tensor, ties)
+            continue
         destination = target if rows is None or rows == target.shape[0] else target[:rows]
         destination.copy_(tensor.to(device=target.device, dtype=target.dtype))
 
@@ -114,7 +134,7 @@ def copy_into(
     own = module.state_dict()
     check_shapes(own, mapped, source=source, leading_rows_ok=leading_rows_ok, message=message)
     usable = {own_key: tensor for own_key, (_, tensor) in mapped.items() if own_key in own}
-    write_tensors(own, usable)
+    write_tensors(own, usable, module)
     unexpected = sorted({source_key for own_key, (source_key, _) in mapped.items() if own_key not in own})
     missing = [k for k in own if k not in usable]
     return missing, unexpected

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from blip2core.checkpoints.copying import write_tensors
+from blip2core.checkpoints.deferred import tied_names
 from blip2core.errors import CheckpointError
 from blip2core.llm import kv_cache
 from blip2core.llm.foreign import map_foreign_keys
@@ -97,20 +99,22 @@ class TransformersModel(nn.Module):
 
         Returns (missing keys in this module's names, e.g. ``model.lm_head.weight``; source keys
         that fit nothing). A tied output embedding counts as loaded with the input embedding.
+        A model built with its parameters on ``meta`` (``blip2core.checkpoints.deferred``) takes
+        the checkpoint's tensors themselves, ties kept (``write_tensors``).
         """
         own = self.model.state_dict()
         mapping, unexpected = map_foreign_keys(state_dict.keys(), layout, own.keys())
         if self._untie_output_embedding(state_dict, mapping, own):
             own = self.model.state_dict()
-        with torch.no_grad():
-            for source, target in mapping.items():
-                tensor, param = state_dict[source], own[target]
-                if tuple(tensor.shape) != tuple(param.shape):
-                    raise CheckpointError(
-                        f"{source}: shape {tuple(tensor.shape)} does not fit the language model's "
-                        f"{target} {tuple(param.shape)}; is the component's config the checkpoint's?"
-                    )
-                param.copy_(tensor.to(param.dtype))
+        for source, target in mapping.items():
+            tensor, param = state_dict[source], own[target]
+            if tuple(tensor.shape) != tuple(param.shape):
+                raise CheckpointError(
+                    f"{source}: shape {tuple(tensor.shape)} does not fit the language model's "
+                    f"{target} {tuple(param.shape)}; is the component's config the checkpoint's?"
+                )
+        write_tensors(own, {target: state_dict[source] for source, target in mapping.items()}, self.model)
+        own = self.model.state_dict()  # assigned tensors replaced the meta ones
         targets = set(mapping.values())
         loaded = {_identity(own[t]) for t in targets}
         missing = [f"model.{k}" for k, v in own.items() if k not in targets and _identity(v) not in loaded]
@@ -123,10 +127,15 @@ class TransformersModel(nn.Module):
         checkpoint holds two different tensors for them (FlanT5: transformers 5 builds every T5 tied
         and unties it on loading such a checkpoint, as done here). Returns whether it untied."""
         output = self.model.get_output_embeddings()
-        if output is None or _identity(output.weight) != _identity(self.model.get_input_embeddings().weight):
+        if output is None or not _same_tensor(output.weight, self.model.get_input_embeddings().weight):
             return False
+        names = set(tied_names(self.model).get(id(output.weight), ()))  # meta tensors have no address to compare
         tied = _identity(output.weight)
-        sources = {target: source for source, target in mapping.items() if _identity(own[target]) == tied}
+        sources = {
+            target: source
+            for source, target in mapping.items()
+            if target in names or (not output.weight.is_meta and _identity(own[target]) == tied)
+        }
         name = next((f"{n}.weight" for n, m in self.model.named_modules() if m is output), None)
         if name not in sources or len(sources) < 2:
             return False
@@ -216,6 +225,11 @@ class TransformersLanguageModel(TransformersModel):
         kwargs = self._with_pad_token(kwargs)
         output = self.model.generate(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
         return getattr(output, "sequences", output)
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same parameter, or (off ``meta``) views of the same memory."""
+    return a is b or (not a.is_meta and not b.is_meta and _identity(a) == _identity(b))
 
 
 def _identity(tensor: torch.Tensor) -> tuple:

@@ -75,7 +75,7 @@ def init_from_bert(bridge: QFormerBridge, folder: str | Path) -> InitReport:
     source_state = read_checkpoint_folder(folder)
     own_state = bridge.state_dict()
     plan = plan_copy(own_state, source_state, BERT, leading_rows_ok=_LEADING_ROWS_OK)
-    left_random = apply_plan(own_state, plan)
+    left_random = apply_plan(own_state, plan, bridge)
     ignored = [name for name in source_state if BERT.is_ignored(name)]
     report = InitReport(
         source=str(folder),

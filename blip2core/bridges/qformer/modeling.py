@@ -320,7 +320,7 @@ class QFormerBridge(nn.Module):
             )
         own_state = self.state_dict()
         plan = plan_copy(own_state, state_dict, scheme)
-        missing = apply_plan(own_state, plan)
+        missing = apply_plan(own_state, plan, self)
         kept = [name for name in missing if scheme.cannot_store(name)]
         if kept:
             logger.info("qformer: %s checkpoints have no %s; they keep their current values", layout, ", ".join(kept))

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from blip2core.bridges.qformer.checkpoint_keys import KeyScheme
 from blip2core.checkpoints.copying import check_shapes, write_tensors
@@ -74,15 +75,16 @@ def plan_copy(
 
 
 @torch.no_grad()
-def apply_plan(own_state: Mapping[str, torch.Tensor], plan: CopyPlan) -> list[str]:
+def apply_plan(own_state: Mapping[str, torch.Tensor], plan: CopyPlan, module: nn.Module | None = None) -> list[str]:
     """Write the planned tensors in place (casting to each parameter's dtype / device).
 
-    ``own_state`` must share storage with the module (``module.state_dict()`` does).
+    ``own_state`` must share storage with the module (``module.state_dict()`` does); a parameter of
+    ``module`` on the meta device gets the tensor itself (``blip2core.checkpoints.copying.write_tensors``).
 
     Returns:
         missing: own names that received nothing, in ``own_state`` order.
     """
-    write_tensors(own_state, {own_name: tensor for own_name, (_, tensor) in plan.assignments.items()})
+    write_tensors(own_state, {own_name: tensor for own_name, (_, tensor) in plan.assignments.items()}, module)
     return [name for name in own_state if name not in plan.assignments]
 
 
