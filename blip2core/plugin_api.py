@@ -54,6 +54,9 @@ Free-form transformers ``config:`` options (numeric strings coerced, unknown key
 Tools built on pipelines (training, evaluation, CLI commands):
     get_registry, Registry, Component, PipelineSpec, ComponentSpec, read_structured_file, dump_yaml,
     format_validation_error, load_pipeline, resolve_spec, parse_quantize, quantize_option
+    chat_prompt(tokenizer, messages)      a conversation as the prompt ``Pipeline.chat`` gives the LLM
+                                          (its chat template, else "Question: ... Answer:")
+    has_chat_template(tokenizer)          whether it has one (its prompt then holds its special tokens)
 
 Batch inference over image sets (``blip2 features``, blip2-ray):
     feature_inputs(args) -> [FeatureInput(path, name)]  images of folders / files, named for resuming
@@ -117,6 +120,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers (tests/test_lazy
         features_from_pixels,
     )
     from blip2core.inference.async_pipeline import AsyncPipeline
+    from blip2core.inference.chat_text import chat_prompt, has_chat_template
     from blip2core.inference.explain import attention_maps, overlay
     from blip2core.inference.feature_inputs import FeatureInput, feature_inputs
     from blip2core.inference.fingerprint import Fingerprint, pipeline_fingerprint
@@ -258,6 +262,8 @@ _EXPORTS = {
         "blip2core.hookspecs",
     ),
     "AsyncPipeline": "blip2core.inference.async_pipeline",
+    "chat_prompt": "blip2core.inference.chat_text",
+    "has_chat_template": "blip2core.inference.chat_text",
     "attention_maps": "blip2core.inference.explain",
     "overlay": "blip2core.inference.explain",
     **dict.fromkeys(
@@ -411,6 +417,8 @@ __all__ = [
     "load_batch", "caption_prompt", "format_questions",
     "AsyncPipeline", "attention_maps", "overlay",
     "QFormerOptions",
+    "chat_prompt",
+    "has_chat_template",
     "build_qformer",
     "BatchPreprocessor",
     "Blip2Error",
