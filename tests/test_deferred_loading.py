@@ -136,3 +136,17 @@ def test_parameters_on_meta_affects_only_its_own_thread():
     assert not built["other"].weight.is_meta
     assert meta_tensor_names(built["buffered"]) == ["weight", "bias"]  # buffers stay real
     assert not nn.Linear(4, 4).weight.is_meta  # and nothing after the block
+
+
+def test_one_source_tensor_for_two_untied_parameters_gives_each_its_own_memory():
+    """BERT's FFN fills both the Q-Former's text and query FFN: writing one must not change the other."""
+    from blip2core.checkpoints.copying import write_tensors
+
+    with parameters_on_meta():
+        module = nn.ModuleDict({"text": nn.Linear(3, 3), "query": nn.Linear(3, 3)})
+    source = torch.arange(9.0).reshape(3, 3)
+    write_tensors(module.state_dict(), {"text.weight": source, "query.weight": source}, module)
+    assert meta_tensor_names(module) == ["text.bias", "query.bias"]
+    with torch.no_grad():
+        module["query"].weight.add_(1)
+    assert torch.equal(module["text"].weight, torch.arange(9.0).reshape(3, 3))

@@ -82,7 +82,8 @@ def write_tensors(
 
     An own tensor on the ``meta`` device (a component built by ``deferred.parameters_on_meta``) has no
     storage to write into: the tensor itself becomes ``module``'s parameter or buffer
-    (``deferred.assign_tensor``: no copy, tied names stay tied). One that fills only leading rows is
+    (``deferred.assign_tensor``: no copy, tied names stay tied; a tensor meant for two own names that
+    are not tied is copied for the second, so that writing one never changes the other). One that fills only leading rows is
     skipped: it stays on ``meta``, and the component is then built the ordinary way
     (``blip2core.compose``).
 
@@ -90,6 +91,7 @@ def write_tensors(
         ValueError: an own tensor is on ``meta`` and no ``module`` was given.
     """
     ties = None
+    assigned: set[int] = set()  # addresses handed out: one source tensor filling two own names is copied once
     for own_key, tensor in tensors.items():
         target = own_state[own_key]
         rows = tensor.shape[0] if tensor.dim() else None
@@ -98,6 +100,9 @@ def write_tensors(
                 raise ValueError(f"{own_key!r} is on the meta device: write_tensors needs the module to assign it")
             if tuple(tensor.shape) == tuple(target.shape):
                 ties = ties if ties is not None else tied_names(module)
+                if tensor.numel() and tensor.data_ptr() in assigned:  # e.g. BERT's FFN -> text and query FFN
+                    tensor = tensor.clone()
+                assigned.add(tensor.data_ptr())
                 assign_tensor(module, own_key, tensor, ties)
             continue
         destination = target if rows is None or rows == target.shape[0] else target[:rows]
