@@ -1,8 +1,14 @@
-"""The ``mini`` model: its spec, with the shipped weights referenced inside this package.
+"""The ``mini`` models: their specs, with the shipped weights referenced inside this package.
 
-``weights/mini.json`` holds the pipeline spec the weights were trained with (copied from the
-stage-2 recipe by ``python -m blip2_mini.export``) and where they came from; ``weights/mini.safetensors``
-holds the trainable state (the Q-Former less its frozen MiniLM text side), stored in float16.
+``weights/<name>.json`` holds the pipeline spec the weights were trained with (copied from the
+recipe by ``python -m blip2_mini.export``), where they came from and their measured evaluation;
+``weights/<name>.safetensors`` holds the trainable state (the Q-Former less its frozen MiniLM text
+side), stored in float16. Two are shipped:
+
+- ``mini``: stages 1-3 (recipes/mini-stage*.yaml); answers "Question: ... Answer:" (``pipe.answer``)
+  and captions;
+- ``mini-chat``: ``mini`` taught to answer through ``pipe.chat`` in SmolLM2's chat template, one or
+  two turns (recipes/mini-chat.yaml).
 """
 
 from __future__ import annotations
@@ -14,25 +20,48 @@ from typing import Any
 from blip2core.plugin_api import CheckpointError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-WEIGHTS_FILE = WEIGHTS_DIR / "mini.safetensors"
-CARD_FILE = WEIGHTS_DIR / "mini.json"
+MODELS = ("mini", "mini-chat")
 
 
-def read_card() -> dict[str, Any]:
-    """``weights/mini.json``: {"pipeline": spec, "source": {...}, "eval": {...}}."""
+def weights_file(name: str = "mini") -> Path:
+    return WEIGHTS_DIR / f"{name}.safetensors"
+
+
+def card_file(name: str = "mini") -> Path:
+    return WEIGHTS_DIR / f"{name}.json"
+
+
+WEIGHTS_FILE = weights_file()
+CARD_FILE = card_file()
+
+
+def read_card(name: str = "mini") -> dict[str, Any]:
+    """``weights/<name>.json``: {"pipeline": spec, "source": {...}, "eval": {...}}."""
+    path = card_file(name)
     try:
-        return json.loads(CARD_FILE.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{CARD_FILE}: missing; reinstall blip2-mini") from None
+        raise CheckpointError(f"{path}: missing; reinstall blip2-mini") from None
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{CARD_FILE}: not valid JSON: {exc}") from None
+        raise CheckpointError(f"{path}: not valid JSON: {exc}") from None
+
+
+def model_spec(name: str = "mini") -> dict[str, Any]:
+    """A shipped model's pipeline spec: EfficientNet-Lite0 -> instruction-aware MiniLM Q-Former
+    (8 queries) -> SmolLM2-135M-Instruct, with its trained Q-Former weights."""
+    path = weights_file(name)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; reinstall blip2-mini")
+    spec = dict(read_card(name)["pipeline"])
+    spec["weights"] = [str(path)]
+    return spec
 
 
 def mini_spec(options: Any = None) -> dict[str, Any]:
-    """The ``mini`` pipeline spec: EfficientNet-Lite0 -> instruction-aware MiniLM Q-Former (8 queries)
-    -> SmolLM2-135M-Instruct, with the trained Q-Former weights."""
-    if not WEIGHTS_FILE.is_file():
-        raise CheckpointError(f"{WEIGHTS_FILE}: missing; reinstall blip2-mini")
-    spec = dict(read_card()["pipeline"])
-    spec["weights"] = [str(WEIGHTS_FILE)]
-    return spec
+    """The ``mini`` pipeline spec."""
+    return model_spec("mini")
+
+
+def mini_chat_spec(options: Any = None) -> dict[str, Any]:
+    """The ``mini-chat`` pipeline spec."""
+    return model_spec("mini-chat")

@@ -1,4 +1,5 @@
-"""Registers the named model (preset) ``mini`` and the bridge it is made of. Light: torch loads in the factories."""
+"""Registers the named models (presets) ``mini`` and ``mini-chat`` and the bridge they are made of.
+Light: torch loads in the factories."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ def build_minilm_qformer(options, *, vision_width, llm_hidden_size):
 def mini_spec(options=None):
     """``mini`` preset -> its pipeline spec (``blip2_mini.model``)."""
     from blip2_mini.model import mini_spec as spec
+
+    return spec(options)
+
+
+def mini_chat_spec(options=None):
+    """``mini-chat`` preset -> its pipeline spec (``blip2_mini.model``)."""
+    from blip2_mini.model import mini_chat_spec as spec
 
     return spec(options)
 
@@ -41,4 +49,12 @@ def register_presets(register):
         download_size="30 MB, in the package",
         licence="Apache-2.0 parts, BSD-3-Clause Q-Former",
         tasks=("vqa", "caption"),
+    )
+    register(
+        "mini-chat",
+        spec=mini_chat_spec,
+        description="mini taught to answer through pipe.chat / blip2 chat (SmolLM2's chat template, 1-2 turns)",
+        download_size="30 MB, in the package",
+        licence="Apache-2.0 parts, BSD-3-Clause Q-Former",
+        tasks=("chat", "vqa", "caption"),
     )

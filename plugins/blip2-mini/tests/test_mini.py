@@ -1,4 +1,5 @@
-"""`mini`, the embedded default model: it loads by name offline and answers easy-vqa test questions.
+"""`mini`, the embedded default model: it loads by name offline and answers easy-vqa test questions;
+`mini-chat`, its chat variant, answers them through `pipe.chat`, in one or two turns.
 
 The 20 questions are fixed (every 480th test question, so every question type appears); the model
 card's full-split accuracy comes from `blip2 eval` (see the plugin README), not from this test.
@@ -58,6 +59,27 @@ def test_mini_captions_name_the_colour_and_shape(mini):
     captions = mini.caption([paths[image] for image in picked], num_beams=1)
     right = sum(c == f"a {truth[i]['colour']} {truth[i]['shape']}" for c, i in zip(captions, picked))
     assert right >= 7, list(zip(captions, [truth[i] for i in picked]))
+
+
+def chat_replies(pipe, picked):
+    """Each fixed question asked through chat: alone, then after an earlier turn about the same image."""
+    replies = []
+    for path, question, _ in picked:
+        replies.append(pipe.chat(path, [{"role": "user", "content": question}], max_new_tokens=10))
+        replies.append(pipe.chat(path, [{"role": "user", "content": "what shape is in the image?"},
+                                        {"role": "assistant", "content": "a shape"},
+                                        {"role": "user", "content": question}], max_new_tokens=10))
+    return replies
+
+
+def test_mini_chat_answers_test_questions_through_chat_where_mini_does_not(mini):
+    picked = fixed_questions(12)
+    truths = [truth for _, _, truth in picked for _turn in range(2)]
+    tuned = chat_replies(load_pipeline("mini-chat"), picked)
+    right = sum(r.strip().lower().rstrip(".") == t for r, t in zip(tuned, truths))
+    assert right >= 20, list(zip(tuned, truths))  # of 24: one-word replies, mostly right
+    untuned = chat_replies(mini, picked[:4])  # the same questions to mini: sentences, seldom the answer
+    assert sum(r.strip().lower().rstrip(".") == t for r, t in zip(untuned, truths)) <= 2, untuned
 
 
 def test_mini_is_the_documented_composition(mini):
