@@ -15,6 +15,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from blip2core import load_pipeline
+
 from blip2_serve.app import PLACEHOLDER, STATIC, create_app
 from blip2_serve.settings import ServeSettings
 from blip2_serve.testing import data_url
@@ -140,3 +142,18 @@ def test_url_images_only_when_enabled(mini, image_paths, tmp_path):
             assert "HTTP 404" in error_of(missing, 400)
     finally:
         files.shutdown()
+
+
+def test_explain_without_a_qformer_is_a_clear_422(image_paths):
+    """A bridge with no cross-attention (the MLP projector) cannot be explained: 422 naming why,
+    and the server goes on answering."""
+    from blip2_mini.model import mini_spec
+
+    spec = {**mini_spec(), "bridge": {"name": "mlp-projector"}, "seed": 0}
+    spec.pop("weights")
+    pipe = load_pipeline(spec)
+    with TestClient(create_app(pipe, ServeSettings(model="projector", max_wait_ms=0))) as client:
+        image = data_url(image_paths[0])
+        message = error_of(client.post("/v1/explain", json={"image": image}), 422)
+        assert "explain" in message.lower() or "cross-attention" in message.lower(), message
+        assert client.post("/v1/caption", json={"image": image, **FAST}).status_code == 200
