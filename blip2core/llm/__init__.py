@@ -43,14 +43,4 @@ _EXPORTS = {
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-__all__ = [
-    "LanguageModelOptions",
-    "TransformersLanguageModel",
-    "TransformersSeq2SeqLanguageModel",
-    "blip2_cache_root",
-    "causal_lm_loss",
-    "gguf_cache_folder",
-    "load_language_model",
-    "map_foreign_keys",
-    "positions_from_mask",
-]
+__all__ = sorted(_EXPORTS)

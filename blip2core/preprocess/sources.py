@@ -117,7 +117,7 @@ def read_encoded(source: Source, options: PreprocessOptions | None = None) -> by
     if is_url(item):
         if not options.allow_urls:
             raise ImageLoadError(name, "URLs are disabled (allow_urls=False)")
-        return _download(item, options.url_timeout, cap)
+        return download_image(item, options.url_timeout, cap)
     if isinstance(item, (str, os.PathLike)):
         return _read_file(item, name, cap)
     if hasattr(item, "read"):
@@ -185,7 +185,8 @@ def _check_size(size: int, name: str, cap: int) -> None:
         )
 
 
-def _download(url: str, timeout: float, cap: int) -> bytes:
+def download_image(url: str, timeout: float, cap: int) -> bytes:
+    """The body of an http(s) URL, at most ``cap`` bytes; ImageLoadError naming the URL otherwise."""
     request = urllib.request.Request(url, headers={"User-Agent": "blip2core"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

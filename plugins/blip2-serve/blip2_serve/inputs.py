@@ -14,10 +14,11 @@ import base64
 import binascii
 import json
 import math
-import urllib.error
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
+
+from blip2core import Blip2Error
+from blip2core.plugin_api import download_image
 
 from blip2_serve.errors import bad_request
 
@@ -194,20 +195,12 @@ def decode_data_url(value: str, field: str) -> bytes:
 
 
 def download(url: str, field: str, max_bytes: int) -> bytes:
-    """The body of an http(s) URL (at most ``max_bytes``), or a 400 naming the URL and the failure."""
-    request = urllib.request.Request(url, headers={"User-Agent": "blip2-serve"})
+    """The body of an http(s) URL (at most ``max_bytes``; the core's downloader), or a 400 naming the
+    field, the URL and the failure."""
     try:
-        with urllib.request.urlopen(request, timeout=URL_TIMEOUT_S) as response:
-            data = response.read(max_bytes + 1)
-    except urllib.error.HTTPError as error:
-        error.close()
-        raise bad_request(f"field {field!r}: downloading {url} failed: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise bad_request(f"field {field!r}: downloading {url} failed: {reason}") from None
-    if len(data) > max_bytes:
-        raise bad_request(f"field {field!r}: {url} is larger than the server's limit of {max_bytes:,} bytes")
-    return data
+        return download_image(url, URL_TIMEOUT_S, max_bytes)
+    except Blip2Error as error:
+        raise bad_request(f"field {field!r}: {error}") from None
 
 
 def _form_json(name: str, text: Any) -> Any:
