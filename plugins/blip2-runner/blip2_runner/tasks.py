@@ -271,8 +271,7 @@ class ChatVQATask(_TaskBase):
     def __init__(self, options: ChatVQAOptions | None = None) -> None:
         super().__init__(options or ChatVQAOptions())
 
-    def question(self, question: str) -> str:
-        return clean_question(question, self.options.max_words) if self.options.clean_questions else str(question)
+    question = VQATask.question  # the question as the model sees it: the same cleaning rule as ``vqa``
 
     def history(self, example: Mapping[str, Any]) -> list[tuple[str, str]]:
         """The earlier turn (question, answer) this example is asked after, or none."""
