@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from blip2core.checkpoints.apply import load_checkpoints, slots_in_checkpoints
-from blip2core.checkpoints.deferred import meta_tensor_names, parameters_on_meta
+from blip2core.checkpoints.deferred import keep_checkpoint_dtypes, meta_tensor_names, parameters_on_meta
 from blip2core.errors import Blip2Error
 from blip2core.pipeline import Pipeline
 from blip2core.precision import checked_dtype, torch_dtype
@@ -44,10 +45,16 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     (no random initialisation, no memory; ``blip2core.checkpoints.deferred``), cast to its dtype,
     and takes the checkpoint's memory-mapped tensors themselves. One the checkpoints leave
     incomplete is then built the ordinary way and loaded again, so what they do not cover keeps
-    its usual (seeded) random values."""
+    its usual (seeded) random values.
+
+    A frozen component whose quantizer quantizes while loading (``Quantizer``: its ``quantize``
+    takes ``dtype``) is not cast first: it keeps its checkpoint's dtype (memory-mapped) and the
+    quantizer casts one layer at a time, so the whole component never exists in the pipeline's dtype."""
     options = spec.check_components(registry)
     # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
     dtype_name = checked_dtype(spec.dtype, spec.device)
+    quantizers = _quantizers(spec, registry, options)
+    streamed = {slot for slot, quantizer in quantizers.items() if slot != "bridge" and quantizes_while_loading(quantizer)}
     deferred = slots_in_checkpoints(spec.weight_paths()) if spec.weights else set()
     parts: dict[str, Any] = {"vision": None, "bridge": None, "llm": None}
 
@@ -59,7 +66,7 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
         if slot == "llm" and spec.llm is None:
             continue
         if slot in deferred:
-            parts[slot] = _build_deferred(slot, build, dtype_name)
+            parts[slot] = _build_deferred(slot, build, dtype_name, keep_checkpoint_dtype=slot in streamed)
             if parts[slot] is None:
                 deferred.discard(slot)
                 parts[slot] = build(slot)
@@ -91,10 +98,14 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
         spec = spec.model_copy(update={"dtype": dtype_name})
         spec._base_dir = base_dir
     device = torch.device(spec.device)
-    for frozen in (vision, llm):
-        if frozen is not None:
-            frozen.to(device=device, dtype=torch_dtype(dtype_name))
-    parts = _quantize(spec, registry, options, parts, device)
+    for slot in ("vision", "llm"):
+        if parts[slot] is None:
+            continue
+        if slot in streamed:  # the quantizer casts layer by layer
+            parts[slot].to(device=device)
+        else:
+            parts[slot].to(device=device, dtype=torch_dtype(dtype_name))
+    parts = _quantize(quantizers, parts, device, torch_dtype(dtype_name), streamed)
 
     pipeline = Pipeline(spec, parts["vision"], parts["bridge"], parts["llm"], preprocessor)
     pipeline.load_report = report
@@ -118,9 +129,10 @@ def _build_component(slot: str, registry: Registry, spec: PipelineSpec, options:
     return _expect(bridge, Bridge, "bridge", bridge_c)
 
 
-def _build_deferred(slot: str, build: Callable[[str], Any], dtype_name: str) -> Any:
+def _build_deferred(slot: str, build: Callable[[str], Any], dtype_name: str, keep_checkpoint_dtype: bool = False) -> Any:
     """``build(slot)`` with its parameters on ``meta``, the frozen parts (vision, llm) cast to
-    ``dtype_name`` (free on meta: the checkpoint's tensors are then cast once, as they are assigned).
+    ``dtype_name`` (free on meta: the checkpoint's tensors are then cast once, as they are assigned),
+    or, with ``keep_checkpoint_dtype``, marked to take the checkpoint's tensors in their own dtype.
     None when the factory cannot build on meta (it read a parameter's values): build it as usual."""
     try:
         with parameters_on_meta():
@@ -128,21 +140,43 @@ def _build_deferred(slot: str, build: Callable[[str], Any], dtype_name: str) -> 
     except (NotImplementedError, RuntimeError) as error:
         log.debug("%s: cannot be built on the meta device (%s); building it with random weights", slot, error)
         return None
-    if slot != "bridge":
+    if slot != "bridge" and keep_checkpoint_dtype:
+        keep_checkpoint_dtypes(component)
+    elif slot != "bridge":
         component.to(dtype=torch_dtype(dtype_name))
     return component
 
 
-def _quantize(
-    spec: PipelineSpec, registry: Registry, options: dict[str, Any], parts: dict[str, Any], device: torch.device
-) -> dict[str, Any]:
-    """Apply each ``spec.quantize`` entry to its component. The component is already on its device
-    (quantizers pick their kernels by the device of the weights); the bridge is moved there first."""
-    parts = dict(parts)
+def _quantizers(spec: PipelineSpec, registry: Registry, options: dict[str, Any]) -> dict[str, Quantizer]:
+    """component -> its quantizer, for each ``spec.quantize`` entry (built before anything loads)."""
+    quantizers = {}
     for target, ref in spec.quantize.items():
+        quant_c = registry.get("quantizer", ref.name, path=f"quantize.{target}.name")
+        quantizers[target] = _expect(quant_c.factory(options[f"quantize.{target}"]), Quantizer, "quantizer", quant_c)
+    return quantizers
+
+
+def quantizes_while_loading(quantizer: Quantizer) -> bool:
+    """Whether ``quantizer.quantize`` takes the keyword ``dtype`` (see ``Quantizer``)."""
+    try:
+        parameters = inspect.signature(quantizer.quantize).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "dtype" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _quantize(
+    quantizers: dict[str, Quantizer], parts: dict[str, Any], device: torch.device, dtype: torch.dtype, streamed: set[str]
+) -> dict[str, Any]:
+    """Apply each quantizer to its component. The component is already on its device (quantizers
+    pick their kernels by the device of the weights); the bridge is moved there first. A component
+    in ``streamed`` is still in its checkpoint's dtype: its quantizer gets ``dtype`` to cast to."""
+    parts = dict(parts)
+    for target, quantizer in quantizers.items():
         if parts[target] is None:
             raise Blip2Error(f"quantize.{target}: this pipeline has no {target} component")
-        quant_c = registry.get("quantizer", ref.name, path=f"quantize.{target}.name")
-        quantizer = _expect(quant_c.factory(options[f"quantize.{target}"]), Quantizer, "quantizer", quant_c)
-        parts[target] = quantizer.quantize(parts[target].to(device))
+        if target in streamed:
+            parts[target] = quantizer.quantize(parts[target], dtype=dtype)
+        else:
+            parts[target] = quantizer.quantize(parts[target].to(device))
     return parts

@@ -98,9 +98,23 @@ def tied_names(module: nn.Module) -> dict[int, list[str]]:
     return groups
 
 
+#: attribute of a meta parameter that takes the checkpoint's tensor in its own dtype (not cast)
+KEEP_CHECKPOINT_DTYPE = "_blip2_keep_checkpoint_dtype"
+
+
+def keep_checkpoint_dtypes(module: nn.Module) -> None:
+    """Mark every floating-point ``meta`` parameter of ``module`` to take the checkpoint's tensor as
+    it is stored (``assign_tensor`` casts nothing): a component quantized while loading casts one
+    layer at a time itself (``blip2core.protocols.Quantizer``)."""
+    for param in module.parameters():
+        if param.is_meta and param.is_floating_point():
+            setattr(param, KEEP_CHECKPOINT_DTYPE, True)
+
+
 @torch.no_grad()
 def assign_tensor(module: nn.Module, name: str, tensor: torch.Tensor, ties: dict[int, list[str]] | None = None) -> None:
-    """Make ``tensor`` (cast to the current tensor's dtype, on its own device) the parameter or buffer
+    """Make ``tensor`` (cast to the current tensor's dtype unless that is marked by
+    ``keep_checkpoint_dtypes``; on its own device) the parameter or buffer
     ``name`` of ``module``, without copying it when the dtype already matches. A parameter keeps its
     ``requires_grad``; every name tied to it (``ties``, from ``tied_names``; computed when None) gets
     the same new parameter.
@@ -114,7 +128,8 @@ def assign_tensor(module: nn.Module, name: str, tensor: torch.Tensor, ties: dict
         old = owner._parameters[attr]
         if old is None:
             raise KeyError(name)
-        new = nn.Parameter(tensor.to(dtype=old.dtype), requires_grad=old.requires_grad)
+        keep = getattr(old, KEEP_CHECKPOINT_DTYPE, False) and tensor.is_floating_point()
+        new = nn.Parameter(tensor if keep else tensor.to(dtype=old.dtype), requires_grad=old.requires_grad)
         ties = ties if ties is not None else tied_names(module)
         for alias in ties.get(id(old), [name]):
             alias_owner, _, alias_attr = alias.rpartition(".")

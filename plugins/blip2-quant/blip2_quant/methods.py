@@ -11,7 +11,9 @@
 Every quantizer rewrites ``nn.Linear`` layers in place (and, with ``include_embeddings``, by
 default for the weight-only methods on a language model, ``nn.Embedding`` tables and the LLM
 output head), one layer at a time, so the float weights of a
-layer are freed as soon as its quantized copy exists.
+layer are freed as soon as its quantized copy exists. Each ``quantize`` takes ``dtype``: the
+pipeline then hands over a frozen component still in its checkpoint's dtype and each layer is cast
+just before it is quantized (``blip2_quant.streaming``: quantizing while loading).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from blip2_quant.options import (
     SelectOptions,
 )
 from blip2_quant.packed import PackedRows, QuantEmbedding, QuantLinear, pack
+from blip2_quant.streaming import cast_layer, cast_rest, release_freed_memory
 from blip2_quant.targets import embedding_targets, linear_targets, set_submodule
 
 
@@ -54,8 +57,8 @@ def _device_of(module: nn.Module) -> str:
 class NoQuantizer:
     """``none``: the component unchanged (to override a spec's entry from the CLI)."""
 
-    def quantize(self, module: nn.Module) -> nn.Module:
-        return module
+    def quantize(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+        return cast_layer(module, dtype)
 
 
 class CastQuantizer:
@@ -65,7 +68,8 @@ class CastQuantizer:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
 
-    def quantize(self, module: nn.Module) -> nn.Module:
+    def quantize(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+        """``dtype`` (the pipeline's) is not needed: the component is cast straight to this one."""
         checked_dtype(dtype_name(self.dtype), _device_of(module), what="quantize")
         return cast_component(module, self.dtype)
 
@@ -76,7 +80,7 @@ class Int8DynamicQuantizer:
     def __init__(self, options: Int8DynamicOptions) -> None:
         self.options = options
 
-    def quantize(self, module: nn.Module) -> nn.Module:
+    def quantize(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
         if isinstance(module, LanguageModel):
             warnings.warn(
                 "int8-dynamic quantizes each Linear's input with one scale per call; a language model's "
@@ -84,10 +88,15 @@ class Int8DynamicQuantizer:
                 "docs/quantization.md): prefer int8-weight-only for an LLM, and check with "
                 "`blip2 quantize-report`", QuantizationWarning, stacklevel=2)
         options = with_embedding_default(self.options, include=False)
+        quantized: set[int] = set()
         for name, linear in linear_targets(module, options):
-            replacement = dynamic_int8_linear(linear, self.options.backend)
+            replacement = dynamic_int8_linear(cast_layer(linear, dtype), self.options.backend)
+            quantized.add(id(replacement))
             if replacement is not linear:
                 set_submodule(module, name, replacement)
+            if dtype is not None:
+                release_freed_memory()
+        cast_rest(module, dtype, quantized)
         return module
 
 
@@ -103,7 +112,7 @@ class WeightOnlyQuantizer:
         self.options = options
         self.group_size = getattr(options, "group_size", 64)
 
-    def quantize(self, module: nn.Module) -> nn.Module:
+    def quantize(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
         options = with_embedding_default(self.options, include=isinstance(module, LanguageModel))
         # torchao's int8 tensor only inside an LLM (HF modules call their Linears). A bridge is
         # written by pipe.save (dequantised) and quantized again at load: it gets the plain-torch
@@ -112,19 +121,28 @@ class WeightOnlyQuantizer:
         # torchao's tensor cannot take by keyword; QuantLinear.weight dequantises for such callers.
         torchao_int8 = isinstance(module, LanguageModel)
         shared: dict[int, PackedRows] = {}  # id(original embedding weight) -> its packed rows
+        quantized: set[int] = set()
         for name, embedding in embedding_targets(module, options):
-            packed = pack(embedding.weight, self.bits, self.group_size)
+            packed = pack(cast_layer(embedding, dtype).weight, self.bits, self.group_size)
             shared[id(embedding.weight)] = packed
-            set_submodule(module, name, QuantEmbedding(packed, embedding.padding_idx, embedding.weight.dtype))
+            replacement = QuantEmbedding(packed, embedding.padding_idx, embedding.weight.dtype)
+            quantized.add(id(replacement))
+            set_submodule(module, name, replacement)
         for name, linear in linear_targets(module, options):
             tied = shared.get(id(linear.weight))
+            cast_layer(linear, dtype)  # a tied weight is the embedding's, already cast: no change
             if tied is not None:
-                set_submodule(module, name, QuantLinear(tied, linear.bias, linear.weight.dtype))
+                replacement = QuantLinear(tied, linear.bias, linear.weight.dtype)
             elif self.bits == 8 and torchao_int8:
-                weight_only_int8_linear(linear)
+                replacement = weight_only_int8_linear(linear)
             else:
-                packed = pack(linear.weight, self.bits, self.group_size)
-                set_submodule(module, name, QuantLinear(packed, linear.bias, linear.weight.dtype))
+                replacement = QuantLinear(pack(linear.weight, self.bits, self.group_size), linear.bias, linear.weight.dtype)
+            quantized.add(id(replacement))
+            if replacement is not linear:
+                set_submodule(module, name, replacement)
+            if dtype is not None:
+                release_freed_memory()
+        cast_rest(module, dtype, quantized)
         return module
 
 

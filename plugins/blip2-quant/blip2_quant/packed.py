@@ -27,7 +27,7 @@ class Int8Rows(nn.Module):
         super().__init__()
         weight = weight.detach().float()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        codes = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        codes = (weight / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)  # in place: one float temporary
         self.register_buffer("codes", codes, persistent=False)
         self.register_buffer("scale", scale, persistent=False)
         self.shape = tuple(weight.shape)
@@ -61,7 +61,7 @@ class Int4Rows(nn.Module):
         low = grouped.amin(dim=2)
         high = grouped.amax(dim=2)
         scale = ((high - low) / 15.0).clamp(min=1e-12)
-        codes = torch.round((grouped - low[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
+        codes = (grouped - low[..., None]).div_(scale[..., None]).round_().clamp_(0, 15).to(torch.uint8)
         codes = codes.view(rows, -1)
         packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
         self.register_buffer("packed", packed.contiguous(), persistent=False)

@@ -37,9 +37,16 @@ def _skipped(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
+def _one_by_one(component: nn.Module, names: list[str]) -> Iterator[tuple[str, nn.Module]]:
+    """(name, module) for each name, the module looked up as it is reached: callers may replace
+    modules while iterating, and a replaced module (with its float weights) is not kept alive here."""
+    for name in names:
+        yield name, component.get_submodule(name)
+
+
 def linear_targets(component: nn.Module, options: SelectOptions) -> Iterator[tuple[str, nn.Linear]]:
-    """(dotted name, module) of every ``nn.Linear`` to quantize (a list is taken first, so callers
-    may replace modules while iterating)."""
+    """(dotted name, module) of every ``nn.Linear`` to quantize (the names are listed first, so
+    callers may replace modules while iterating)."""
     heads = output_heads(component)
     chosen = []
     for name, module in component.named_modules():
@@ -47,8 +54,8 @@ def linear_targets(component: nn.Module, options: SelectOptions) -> Iterator[tup
             continue
         if id(module) in heads and not options.include_embeddings:
             continue
-        chosen.append((name, module))
-    yield from chosen
+        chosen.append(name)
+    yield from _one_by_one(component, chosen)
 
 
 def embedding_targets(component: nn.Module, options: SelectOptions) -> Iterator[tuple[str, nn.Embedding]]:
@@ -56,11 +63,11 @@ def embedding_targets(component: nn.Module, options: SelectOptions) -> Iterator[
     if not options.include_embeddings:
         return
     chosen = [
-        (name, module)
+        name
         for name, module in component.named_modules()
         if type(module) is nn.Embedding and not _skipped(name, options.skip)
     ]
-    yield from chosen
+    yield from _one_by_one(component, chosen)
 
 
 def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
