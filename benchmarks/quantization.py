@@ -9,6 +9,9 @@
   EfficientNet-Lite0 (``efficientnet-lite0``) and a ViT at BLIP-2's EVA ViT-g widths (1408 wide, 16
   heads, MLP 6144, patch 14, 224 px; 4 blocks instead of 39 to keep the run short; random weights).
 - auto: ``dtype: auto`` against float32 on this machine (image encoding and LLM forward).
+- load-memory: peak RSS while a pipeline loads the real SmolLM2-135M-Instruct saved in bfloat16 into a
+  float32 pipeline and quantizes it, quantized while loading (one layer cast at a time) against the
+  old order (the whole LLM cast to float32 first), each in a fresh process after a warm-up load.
 
 Timings alternate between the variants compared (A B A B ...) and report medians, so a machine
 shared with other work still gives fair ratios within one run. CPU flags (lscpu) come first.
@@ -18,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -142,9 +148,62 @@ def auto_part(rounds: int) -> None:
           f"{speed['auto'] / speed['fp32']:.2f} |")
 
 
+LOAD_MEMORY_SCRIPT = """
+import json, sys, warnings
+import blip2core.compose
+from blip2core import load_pipeline
+
+def peak_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+
+spec, method, stream = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "stream"
+warnings.simplefilter("ignore")
+small = json.loads(json.dumps(spec))
+small["llm"] = {"name": "llama", "options": {"config": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}}}
+load_pipeline(small, quantize={"llm": method})  # imports and a first load: what follows is the LLM
+start = peak_mib()
+blip2core.compose.quantizes_while_loading = lambda quantizer: stream
+pipe = load_pipeline(spec, quantize={"llm": method})
+print(json.dumps({"growth_mib": peak_mib() - start, "llm_dtype": str(pipe.llm_dtype)}))
+"""
+
+
+def load_memory_part() -> None:
+    """Peak RSS growth of loading + quantizing a bf16 SmolLM2 into a float32 pipeline, streamed vs whole."""
+    reference = get_registry().get("language_model", "smollm2-135m-instruct").build({})
+    float32_mib = sum(p.numel() for p in reference.parameters()) * 4 / 2**20
+    with tempfile.TemporaryDirectory() as folder:
+        reference.model.to(torch.bfloat16).save_pretrained(folder)
+        reference.tokenizer.save_pretrained(folder)
+        del reference
+        spec = {
+            "vision": {"name": "timm", "options": {"model_name": "vit_tiny_patch16_224", "image_size": 32,
+                                                   "model_kwargs": {"patch_size": 8, "depth": 2}}},
+            "bridge": {"name": "qformer", "options": {"num_query_tokens": 4, "hidden_size": 64, "num_hidden_layers": 2,
+                                                      "num_attention_heads": 4, "intermediate_size": 128}},
+            "llm": {"name": "llama", "options": {"path": folder}},
+            "dtype": "float32",
+        }
+        print("\nquantizing while loading: SmolLM2-135M-Instruct saved in bfloat16, float32 pipeline "
+              f"(the float32 LLM: {float32_mib:.0f} MiB); peak RSS growth of the load, fresh process each")
+        print("| method | quantized while loading | cast whole, then quantized | ratio |")
+        print("|---|---|---|---|")
+        for method in ("int8-weight-only", "int4-weight-only"):
+            growth = {}
+            for mode in ("stream", "whole"):
+                done = subprocess.run([sys.executable, "-c", LOAD_MEMORY_SCRIPT, json.dumps(spec), method, mode],
+                                      capture_output=True, text=True, check=True)
+                growth[mode] = json.loads(done.stdout.strip().splitlines()[-1])["growth_mib"]
+            print(f"| {method} | {growth['stream']:.0f} MiB | {growth['whole']:.0f} MiB | "
+                  f"{growth['stream'] / growth['whole']:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["llm", "vision", "auto", "all"], default="all")
+    parser.add_argument("--part", choices=["llm", "vision", "auto", "load-memory", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
@@ -156,6 +215,8 @@ def main() -> None:
         vision_part(args.rounds, args.batch)
     if args.part in ("auto", "all"):
         auto_part(args.rounds)
+    if args.part in ("load-memory", "all"):
+        load_memory_part()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ meta target): safetensors are memory-mapped copy-on-write by ``read_state_dict``
 exists once, in the page cache, and only when it is first read. Parameters tied to one another
 (OPT's ``lm_head`` and ``embed_tokens``) stay tied: every name of the tied parameter gets the new one.
 
+A component that will be quantized while loading (``blip2core.protocols.Quantizer``) is marked by
+``keep_checkpoint_dtypes``: its parameters take the checkpoint's tensors in their stored dtype, and
+the quantizer casts one layer at a time.
+
 What no checkpoint filled stays on ``meta``: ``meta_tensor_names`` lists it, and
 ``blip2core.compose`` then builds that component again the ordinary way (random, under its
 ``seeded_construction``) and loads the checkpoints into it, so a part a checkpoint does not cover
