@@ -57,7 +57,7 @@ def test_a_rerun_does_no_work_and_a_deleted_shard_is_redone(features_out, image_
     victim = list_shards(out)[0]
     lost = set(read_results_of(victim))
     victim.unlink()
-    redo = run_batch("features", image_folder, model="mini", out=out, num_workers=2, batch_size=4)
+    redo = run_batch("features", image_folder, model="mini", out=out, num_workers=1, batch_size=4)  # one batch
     assert (redo.done, redo.skipped) == (len(lost), 13 - len(lost))
     assert {p.name for p in list_shards(out)} == set(before)  # the same batch: the same shard name
     new = rows(out)
@@ -90,8 +90,8 @@ def test_captions_from_a_manifest_equal_serial(image_folder, pipe, tmp_path):
     names = ["red-circle.png", "blue-square.png", "green-triangle.png", "yellow-circle.png"]
     manifest = tmp_path / "images.txt"
     manifest.write_text("# four shapes\n" + "".join(f"{image_folder / n}\n" for n in names))
-    summary = run_batch("caption", manifest, model="mini", out=tmp_path / "out", num_workers=2, batch_size=2,
-                        **DECODING)
+    summary = run_batch("caption", manifest, model="mini", out=tmp_path / "out", num_workers=1, batch_size=2,
+                        **DECODING)  # one worker (a model load less); two workers: the features run
     assert (summary.done, summary.failed, summary.shards) == (4, [], 2)
     stored = {Path(name).name: row["caption"] for name, row in rows(tmp_path / "out").items()}
     serial = pipe.caption([str(image_folder / n) for n in names], **DECODING)
