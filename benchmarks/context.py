@@ -15,7 +15,8 @@ class Context:
     """Options of one suite run.
 
     ``rounds`` timed calls per variant after ``warmup`` untimed ones; ``quick`` shrinks the slow
-    rows (fewer texts, photos, training steps) but keeps every row's definition.
+    rows (fewer texts, photos, training steps; one timed call per side after a warm-up per model)
+    but keeps every row's definition.
     """
 
     scale_name: str = "base"
@@ -55,7 +56,14 @@ class Context:
 
             torch.cuda.synchronize()
 
-    def timing_options(self, warmed: bool = False) -> dict[str, Any]:
-        """Options of ``interleaved``; ``warmed``: each side already ran once (its output compared), so
-        one warm-up call fewer."""
-        return {"warmup": max(0, self.warmup - 1) if warmed else self.warmup, "sync": self.sync}
+    def timing_options(self) -> dict[str, Any]:
+        """Options of ``interleaved``: ``warmup`` untimed calls of each side first, except with
+        ``quick``, where each model was warmed up once when it was loaded (``warm_up_rounds``)
+        and every row times one call per side."""
+        return {"warmup": 0 if self.quick else self.warmup, "sync": self.sync}
+
+    @property
+    def warm_up_rounds(self) -> int:
+        """Calls a freshly loaded model makes before the quick rows (first-call costs: lazy imports,
+        allocations): 1 with ``quick``, 0 otherwise (each row warms up itself)."""
+        return 1 if self.quick else 0

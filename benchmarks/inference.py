@@ -32,7 +32,7 @@ class Sides:
     """The transformers model + processor and the blip2core pipeline, loaded from one folder."""
 
     def __init__(self, ctx: Context, dtype: str | None, quantize: dict[str, Any] | None = None,
-                 hf_quantization: Any = None) -> None:
+                 hf_quantization: Any = None, warm: bool = True) -> None:
         """``dtype`` None: each library's default (transformers' ``from_pretrained``, blip2core's ``auto``)."""
         from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
@@ -51,6 +51,16 @@ class Sides:
         self.ctx = ctx
         self.stops, self.pad = stop_and_pad_ids(self.ours)
         self.hf_dtype = next(self.hf.parameters()).dtype
+        for _ in range(ctx.warm_up_rounds if warm else 0):  # --quick: the rows time one call each, on warm models
+            self.warm_up()
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """One short greedy caption on each side: the first call's costs (lazy imports, first
+        allocations) off the clock of the rows that follow."""
+        image = self.ctx.photos[0]
+        self.ours.caption(image, num_beams=1, max_new_tokens=3)
+        self.hf_texts(image, None, num_beams=1, max_new_tokens=3)
 
     def dtype_label(self) -> str:
         ours = str(self.ours.llm_dtype).replace("torch.", "")
@@ -94,12 +104,12 @@ def encode_rows(ctx: Context, sides: Sides, label: str, peak_flops: float | None
         with counter:  # with autograd on: FlopCounterMode's module hooks fail under no_grad / inference_mode
             sides.ours.encode_images(pixels)
         flops = counter.get_total_flops()
-        with torch.inference_mode():  # the first calls (their outputs compared) are the warm-up
-            theirs = sides.hf.get_image_features(hf_pixels).pooler_output.float()
-            ours = sides.ours.encode_images(pixels).llm_inputs.float()
+        with torch.inference_mode():
             timing = interleaved({"ours": lambda: sides.ours.encode_images(pixels),
                                   "theirs": lambda: sides.hf.get_image_features(hf_pixels)},
-                                 ctx.rounds, **ctx.timing_options(warmed=True))
+                                 ctx.rounds, **ctx.timing_options())
+        theirs = timing["theirs"].output.pooler_output.float()
+        ours = timing["ours"].output.llm_inputs.float()
         ours_rate, theirs_rate = batch / timing["ours"].median, batch / timing["theirs"].median
         note = f"{flops / 1e9:.3g} GFLOP per batch"
         if peak_flops:
@@ -117,14 +127,13 @@ def caption_rows(ctx: Context, sides: Sides, label: str, beams: tuple[int, ...] 
     image = ctx.photos[0]
     for num_beams in beams:
         settings = dict(num_beams=num_beams, max_new_tokens=30, min_new_tokens=30)
-        ours_text = sides.ours.caption(image, **settings)  # compared, and the warm-up
-        theirs_text = sides.hf_texts(image, None, **settings)
         timing = interleaved({"ours": lambda: sides.ours.caption(image, **settings),
                               "theirs": lambda: sides.hf_texts(image, None, **settings)},
-                             ctx.rounds, **ctx.timing_options(warmed=True))
+                             ctx.rounds, **ctx.timing_options())
         name = "greedy" if num_beams == 1 else f"beam {num_beams}"
         rows.append(Row(f"caption {name}, 30 tokens ({label})", timing["ours"].median, timing["theirs"].median, "s",
-                        _same_texts(ours_text, theirs_text), target=">= 1.2x" if num_beams == 1 else ""))
+                        _same_texts(timing["ours"].output, timing["theirs"].output),
+                        target=">= 1.2x" if num_beams == 1 else ""))
     return rows
 
 
@@ -142,8 +151,8 @@ def vqa_rows(ctx: Context, sides: Sides, label: str) -> list[Row]:
     def ours() -> list[str]:
         return sides.ours.answer(image, QUESTIONS, **settings)
 
-    agreement = _same_texts(ours(), theirs())  # and the warm-up
-    timing = interleaved({"ours": ours, "theirs": theirs}, ctx.rounds, **ctx.timing_options(warmed=True))
+    timing = interleaved({"ours": ours, "theirs": theirs}, ctx.rounds, **ctx.timing_options())
+    agreement = _same_texts(timing["ours"].output, timing["theirs"].output)
     return [Row(f"VQA, {len(QUESTIONS)} questions about one image, beam 5 ({label})", timing["ours"].median,
                 timing["theirs"].median, "s", agreement, "theirs: one generate per question", target=">= 2.5x")]
 
@@ -165,11 +174,13 @@ def equal_dtype_rows(ctx: Context, peak_flops: float | None, only: set[str]) -> 
 def default_dtype_rows(ctx: Context, peak_flops: float | None) -> list[Row]:
     """Encoding and a greedy caption with each library's default dtype (what a user gets). With
     ``--quick``, where both defaults are ``ctx.dtype`` (the equal-dtype rows measure that), one row says so."""
-    sides = Sides(ctx, None)
+    sides = Sides(ctx, None, warm=False)
     label = f"default dtype: {sides.dtype_label()}"
     if ctx.quick and sides.dtype_label() == ctx.dtype:
         return [Row(f"default dtype = {ctx.dtype} on both sides", float("nan"), None, "",
                     note="not measured again with --quick: the equal-dtype rows above are these")]
+    for _ in range(ctx.warm_up_rounds):
+        sides.warm_up()
     return encode_rows(ctx, sides, label, peak_flops)[1:] + caption_rows(ctx, sides, label, beams=(1,))
 
 

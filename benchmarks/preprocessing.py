@@ -47,7 +47,8 @@ def preprocess_rows(ctx: Context) -> list[Row]:
                                   ("exact", pil_images, "BlipImageProcessorPil on load_image(path)")):
             ours = ImagePreprocessor(config, mode=mode)
             diff = (ours(batches[0]) - theirs(batches[0])).abs()
-            timing = interleaved({"ours": run(ours), "theirs": run(theirs)}, ctx.rounds, **ctx.timing_options())
+            timing = interleaved({"ours": run(ours), "theirs": run(theirs)}, ctx.rounds,
+                                 **{**ctx.timing_options(), "warmup": ctx.warmup})  # decoders warm up per size
             rows.append(Row(f"preprocess {len(paths)} real photos (JPEG + PNG), {mode}, batch {BATCH}",
                             len(paths) / timing["ours"].median, len(paths) / timing["theirs"].median, "img/s",
                             f"max|diff| {diff.max().item():.1e}", f"theirs: {how}",

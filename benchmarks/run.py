@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", help="dtype of the equal-dtype rows (float32, bfloat16)")
     parser.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of: {', '.join(GROUPS)}")
-    parser.add_argument("--rounds", type=int, default=None, help="timed calls per side (default 5; --quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed calls per side (default 5; --quick 1)")
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
     parser.add_argument("--doc", type=Path, default=None,
                         help="Markdown report to write (default docs/benchmarks.md for a run of every group)")
@@ -128,8 +128,9 @@ def write_doc(path: Path, command: str, info: dict, rows: list[Row], seconds: fl
         f"- torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}",
         f"- dtype auto here: {info['dtype_auto']}",
         f"- load average (1 min) before: {info['load_before']}, after: {info['load_after']}; run took {seconds:.0f} s",
-        f"- options: scale {info['scale']}, dtype {info['dtype']}, {info['rounds']} timed rounds per side after "
-        f"{info['warmup']} warm-up, quick: {info['quick']}",
+        f"- options: scale {info['scale']}, dtype {info['dtype']}, {info['rounds']} timed round(s) per side after "
+        + ("one warm-up call per model when it is loaded" if info["quick"] else f"{info['warmup']} warm-up call(s) per row")
+        + f", quick: {info['quick']}",
     ]
     text = "\n".join([
         "# Benchmarks: blip2core against transformers",
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.context import Context
 
     warnings.filterwarnings("ignore")
-    rounds = args.rounds or (2 if args.quick else 5)
+    rounds = args.rounds or (1 if args.quick else 5)
     ctx = Context(scale_name=args.scale, device=args.device, dtype=args.dtype, rounds=rounds,
                   warmup=1, quick=args.quick, cache_dir=args.cache_dir)
     log = sys.stderr if args.json else sys.stdout

@@ -9,14 +9,16 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Seconds of each timed call of one variant (warm-up excluded)."""
+    """Seconds of each timed call of one variant (warm-up excluded), and what its last call returned
+    (rows compare the two sides' outputs from the timed calls themselves: no extra call)."""
 
     samples: tuple[float, ...]
+    output: object = field(default=None, compare=False, repr=False)
 
     @property
     def median(self) -> float:
@@ -31,7 +33,8 @@ def interleaved(
     sync: Callable[[], None] | None = None,
 ) -> dict[str, Timing]:
     """Time each call ``rounds`` times in alternation (A B A B ..., the order rotating every round)
-    after ``warmup`` untimed calls of each; returns each call's ``Timing`` (read ``.median``).
+    after ``warmup`` untimed calls of each; returns each call's ``Timing`` (read ``.median``, and
+    ``.output``: what the last timed call returned).
 
     ``sync`` runs before each clock read (``torch.cuda.synchronize`` on a GPU).
     """
@@ -44,14 +47,15 @@ def interleaved(
             call()
     sync()
     times: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, object] = {}
     for index in range(rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            calls[name]()
+            outputs[name] = calls[name]()
             sync()
             times[name].append(time.perf_counter() - start)
-    return {name: Timing(tuple(values)) for name, values in times.items()}
+    return {name: Timing(tuple(values), outputs[name]) for name, values in times.items()}
 
 
 def median_seconds(calls: dict[str, Callable[[], object]], rounds: int, **options) -> dict[str, float]:
