@@ -54,12 +54,12 @@ TEXTS = [
     "Question: what colour is the cat sitting on the sofa? Answer:",
     "Water boils at one hundred degrees Celsius at sea level, and freezes at zero degrees.",
 ]
-METHODS_LLM = [
+METHODS_LLM = [  # {}: the method's default (the weight-only methods pack an LLM's embedding table and tied head)
+    ("int8-weight-only", {"include_embeddings": False}),
     ("int8-weight-only", {}),
-    ("int8-weight-only", {"include_embeddings": True}),
     ("int8-dynamic", {}),
+    ("int4-weight-only", {"include_embeddings": False}),
     ("int4-weight-only", {}),
-    ("int4-weight-only", {"include_embeddings": True}),
 ]
 EVA_WIDTHS = {"patch_size": 14, "embed_dim": 1408, "depth": 4, "num_heads": 16, "mlp_ratio": 6144 / 1408}
 

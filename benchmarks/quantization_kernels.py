@@ -3,6 +3,12 @@
 torch.ao dynamic (``quantize_dynamic`` with each quantized engine of ``--engines``).
 
     nice -n 19 .venv/bin/python benchmarks/quantization_kernels.py [--tokens 197,1576] [--engines x86,fbgemm]
+    .venv/bin/python benchmarks/quantization_kernels.py --int8-head [--tokens 1,2,4,8,40]
+
+``--int8-head``: instead, a vocabulary head (SmolLM2's 49,152 x 576, as int8 codes + one scale per
+row, blip2-quant's ``Int8Rows``) at a few rows (decoding): float32, the codes cast to float then a
+float matmul, and torch's int8 weight-only kernel (``torch._weight_int8pack_mm``), which
+``Int8Rows.matmul`` uses for up to ``SMALL_BATCH_ROWS`` rows.
 
 This is the measurement behind blip2-quant's choice of torch.ao (not torchao) for int8-dynamic on
 CPU. Prints the median of ``--repeats`` calls per variant (the variants alternating), its ratio to
@@ -29,8 +35,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", default="1576", help="comma-separated token counts (rows of the input)")
     parser.add_argument("--engines", default="x86", help="comma-separated torch.ao quantized engines")
+    parser.add_argument("--int8-head", action="store_true", help="the int8 vocabulary-head kernels instead")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.int8_head:
+        int8_head(args.tokens, args.repeats)
+        return
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
     torch.manual_seed(0)
@@ -56,6 +66,26 @@ def main() -> None:
                 cos = nn.functional.cosine_similarity(outputs[name].flatten(), outputs["float32"].flatten(), dim=0)
                 print(f"| {tokens} | {name} | {1000 * seconds[name]:.1f} | {seconds[name] / seconds['float32']:.2f} "
                       f"| {cos.item():.5f} |")
+
+
+def int8_head(tokens: str, repeats: int, rows: int = 49152, width: int = 576) -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(rows, width) * 0.02
+    scale = weight.abs().amax(dim=1) / 127
+    codes = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+    print(f"threads {torch.get_num_threads()}; head {rows} x {width}")
+    print("| rows | float32 ms | int8 cast + matmul ms | int8pack ms | fastest int8 |\n|---|---|---|---|---|")
+    for count in (int(t) for t in tokens.split(",")):
+        x = torch.randn(count, width)
+        with torch.no_grad():
+            seconds = median_seconds({
+                "float32": lambda: nn.functional.linear(x, weight),
+                "cast": lambda: nn.functional.linear(x, codes.to(x.dtype)) * scale,
+                "int8pack": lambda: torch._weight_int8pack_mm(x, codes, scale),
+            }, repeats)
+        fastest = min(("cast", "int8pack"), key=seconds.get)
+        print(f"| {count} | {1000 * seconds['float32']:.1f} | {1000 * seconds['cast']:.1f} | "
+              f"{1000 * seconds['int8pack']:.1f} | {fastest} |")
 
 
 if __name__ == "__main__":

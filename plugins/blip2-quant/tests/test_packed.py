@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from blip2_quant import parameter_bytes
-from blip2_quant.packed import Int4Rows, Int8Rows, QuantEmbedding, QuantLinear
+from blip2_quant.packed import SMALL_BATCH_ROWS, Int4Rows, Int8Rows, QuantEmbedding, QuantLinear
 
 
 @pytest.fixture
@@ -57,3 +57,20 @@ def test_quant_embedding_looks_up_rows(weight):
     assert out.shape == (2, 2, 100)
     assert torch.equal(out[0, 1], out[1, 1])
     assert torch.allclose(out[1, 0], weight[47], atol=float(embedding.weights.scale[47]) / 2 + 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 100), (2, 1, 100), (4, 100), (5, 100), (3, 7, 100)])
+def test_int8_matmul_of_few_rows_takes_the_int8_kernel_and_agrees_with_the_cast_path(weight, shape, monkeypatch):
+    """Up to SMALL_BATCH_ROWS rows (decoding) go through torch's int8 weight-only kernel; more rows
+    cast the codes. Both compute x @ (codes * scale)^T: same shape, same numbers to float rounding."""
+    packed = Int8Rows(weight)
+    x = torch.randn(*shape)
+    calls = []
+    kernel = torch._weight_int8pack_mm
+    monkeypatch.setattr(torch, "_weight_int8pack_mm", lambda *args: calls.append(1) or kernel(*args))
+    got = packed.matmul(x)
+    expected = torch.nn.functional.linear(x, packed.dequantize())
+    assert got.shape == (*shape[:-1], weight.shape[0])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    rows = x.numel() // shape[-1]
+    assert bool(calls) == (rows <= SMALL_BATCH_ROWS)
