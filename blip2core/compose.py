@@ -157,12 +157,13 @@ def _quantizers(spec: PipelineSpec, registry: Registry, options: dict[str, Any])
 
 
 def quantizes_while_loading(quantizer: Quantizer) -> bool:
-    """Whether ``quantizer.quantize`` takes the keyword ``dtype`` (see ``Quantizer``)."""
+    """Whether ``quantizer.quantize`` names a ``dtype`` parameter (see ``Quantizer``); a bare
+    ``**kwargs`` does not count: such a quantizer might drop it and leave the checkpoint's dtype."""
     try:
         parameters = inspect.signature(quantizer.quantize).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "dtype" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return any(p.name == "dtype" and p.kind is not inspect.Parameter.POSITIONAL_ONLY for p in parameters)
 
 
 def _quantize(

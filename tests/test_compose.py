@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -99,3 +101,56 @@ def test_component_that_breaks_its_protocol_is_named(tmp_path, monkeypatch):
     spec["vision"] = {"name": "no-width"}
     with pytest.raises(Blip2Error, match=r"vision encoder 'no-width' from plugin 'sloppy-vision' .* does not implement VisionEncoder \(missing: preprocess_config, width\)"):
         load_pipeline(spec, registry=Plugins().registry)
+
+
+QUANTIZER_PLUGIN = '''
+    """Two third-party quantizers that only record the dtypes they were handed."""
+    import torch
+
+    from blip2core import hookimpl
+
+
+    class CastFirst:
+        def quantize(self, module):
+            module.seen_dtypes = {p.dtype for p in module.parameters()}
+            return module
+
+
+    class WhileLoading:
+        def quantize(self, module, dtype=None):
+            module.seen_dtypes = {p.dtype for p in module.parameters()}
+            return module.to(dtype=dtype)
+
+
+    class KeywordsOnly:
+        def quantize(self, module, **options):
+            module.seen_dtypes = {p.dtype for p in module.parameters()}
+            return module
+
+
+    @hookimpl
+    def register_quantizers(register):
+        register("cast-first", lambda options: CastFirst())
+        register("while-loading", lambda options: WhileLoading())
+        register("keywords-only", lambda options: KeywordsOnly())
+'''
+
+
+@pytest.mark.parametrize("method,handed", [("cast-first", torch.bfloat16), ("while-loading", torch.float32),
+                                           ("keywords-only", torch.bfloat16)])
+def test_a_quantizer_taking_dtype_gets_the_llm_as_built_and_casts_it_itself(tmp_path, monkeypatch, method, handed):
+    """``Quantizer``: with a ``dtype`` parameter the frozen LLM arrives uncast (here float32, as its
+    factory built it) and the quantizer casts; without one (``**options`` is not enough) the core
+    casts it to the pipeline's dtype first. Either way the pipeline ends in its dtype."""
+    site = tmp_path / "site"
+    monkeypatch.syspath_prepend(str(site))
+    write_distribution(site, "acme-vision", TINY_VIT_PLUGIN)
+    write_distribution(site, "acme-quant", QUANTIZER_PLUGIN)
+    registry = Plugins().registry
+    spec = {**tiny_spec({"name": "mlp-projector", "options": {"hidden_size": 20}}), "dtype": "bfloat16",
+            "quantize": {"llm": method}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 on a CPU without native support warns (not on an AMX one)
+        pipe = load_pipeline(spec, registry=registry)
+    assert pipe.llm.seen_dtypes == {handed}
+    assert pipe.llm_dtype == torch.bfloat16
