@@ -87,7 +87,7 @@ def group_runners(ctx: Context, groups: list[str], peak: Callable[[], float]) ->
         runners["+".join(equal)] = lambda: inference.equal_dtype_rows(ctx, peak() if "encode" in equal else None,
                                                                        set(equal))
     if "default-dtype" in groups:
-        runners["default-dtype"] = lambda: inference.default_dtype_rows(ctx, peak())
+        runners["default-dtype"] = lambda: inference.default_dtype_rows(ctx, peak)  # probes only if it measures
     if "quantized" in groups:
         runners["quantized"] = lambda: inference.quantized_rows(ctx)
     if "retrieval" in groups:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -47,14 +46,17 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     incomplete is then built the ordinary way and loaded again, so what they do not cover keeps
     its usual (seeded) random values.
 
-    A frozen component whose quantizer quantizes while loading (``Quantizer``: its ``quantize``
-    takes ``dtype``) is not cast first: it keeps its checkpoint's dtype (memory-mapped) and the
-    quantizer casts one layer at a time, so the whole component never exists in the pipeline's dtype."""
+    A frozen component whose quantizer quantizes while loading (``Quantizer.quantizes_while_loading``)
+    is not cast first on the CPU: it keeps its checkpoint's dtype (memory-mapped) and the quantizer
+    casts one layer at a time, so the whole component never exists in the pipeline's dtype."""
     options = spec.check_components(registry)
     # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
     dtype_name = checked_dtype(spec.dtype, spec.device)
     quantizers = _quantizers(spec, registry, options)
-    streamed = {slot for slot, quantizer in quantizers.items() if slot != "bridge" and quantizes_while_loading(quantizer)}
+    streamed = {  # on the CPU only: elsewhere the uncast component would first go to the device whole
+        slot for slot, quantizer in quantizers.items()
+        if slot != "bridge" and quantizes_while_loading(quantizer) and torch.device(spec.device).type == "cpu"
+    }
     deferred = slots_in_checkpoints(spec.weight_paths()) if spec.weights else set()
     parts: dict[str, Any] = {"vision": None, "bridge": None, "llm": None}
 
@@ -157,13 +159,8 @@ def _quantizers(spec: PipelineSpec, registry: Registry, options: dict[str, Any])
 
 
 def quantizes_while_loading(quantizer: Quantizer) -> bool:
-    """Whether ``quantizer.quantize`` names a ``dtype`` parameter (see ``Quantizer``); a bare
-    ``**kwargs`` does not count: such a quantizer might drop it and leave the checkpoint's dtype."""
-    try:
-        parameters = inspect.signature(quantizer.quantize).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == "dtype" and p.kind is not inspect.Parameter.POSITIONAL_ONLY for p in parameters)
+    """Whether the quantizer opts in (``quantizes_while_loading = True``, see ``Quantizer``)."""
+    return getattr(quantizer, "quantizes_while_loading", False) is True
 
 
 def _quantize(

@@ -393,19 +393,21 @@ class Task(Protocol):
 class Quantizer(Protocol):
     """Rewrites a frozen module to use less memory (int8, 4-bit, ...).
 
-    Quantizing while loading (optional): a ``quantize`` that takes a keyword ``dtype`` is handed a
-    frozen component (vision encoder, LLM) *as loaded*, in its checkpoint's dtype, its weights
-    memory-mapped where the checkpoint allows, instead of the component cast whole to the pipeline's
-    dtype first. It casts each layer to ``dtype`` just before quantizing it, and returns the
-    component with every floating-point tensor it did not quantize in ``dtype``. So a bf16
-    checkpoint quantized in a float32 pipeline never exists as a whole float32 copy. A bridge, and
-    a quantizer without the keyword, gets the component already cast (``dtype`` is not passed).
+    Quantizing while loading (optional): a quantizer with the class attribute
+    ``quantizes_while_loading = True`` is called as ``quantize(module, dtype=...)`` and handed a
+    frozen component (vision encoder, LLM) on the CPU *as loaded*, in its checkpoint's dtype, its
+    weights memory-mapped where the checkpoint allows, instead of the component cast whole to the
+    pipeline's dtype first. It casts each layer to ``dtype`` just before quantizing it, and returns
+    the component with every floating-point tensor it did not quantize in ``dtype``. So a bf16
+    checkpoint quantized in a float32 pipeline never exists as a whole float32 copy. A bridge, a
+    component on another device, and a quantizer without the attribute get the component already
+    cast, and no ``dtype``.
     """
 
     def quantize(self, module: nn.Module) -> nn.Module:
         """Returns the quantized module (may be the same object, modified in place).
 
-        May take ``*, dtype: torch.dtype | None = None`` (see the class docstring)."""
+        Takes ``dtype`` too when the quantizer sets ``quantizes_while_loading`` (see the class)."""
         ...
 
 

@@ -117,13 +117,15 @@ QUANTIZER_PLUGIN = '''
 
 
     class WhileLoading:
+        quantizes_while_loading = True
+
         def quantize(self, module, dtype=None):
             module.seen_dtypes = {p.dtype for p in module.parameters()}
             return module.to(dtype=dtype)
 
 
-    class KeywordsOnly:
-        def quantize(self, module, **options):
+    class OwnDtypeKeyword:  # torch.ao's convention: dtype is the quantized dtype, not the pipeline's
+        def quantize(self, module, dtype=torch.qint8):
             module.seen_dtypes = {p.dtype for p in module.parameters()}
             return module
 
@@ -132,16 +134,16 @@ QUANTIZER_PLUGIN = '''
     def register_quantizers(register):
         register("cast-first", lambda options: CastFirst())
         register("while-loading", lambda options: WhileLoading())
-        register("keywords-only", lambda options: KeywordsOnly())
+        register("own-dtype-keyword", lambda options: OwnDtypeKeyword())
 '''
 
 
 @pytest.mark.parametrize("method,handed", [("cast-first", torch.bfloat16), ("while-loading", torch.float32),
-                                           ("keywords-only", torch.bfloat16)])
+                                           ("own-dtype-keyword", torch.bfloat16)])
 def test_a_quantizer_taking_dtype_gets_the_llm_as_built_and_casts_it_itself(tmp_path, monkeypatch, method, handed):
-    """``Quantizer``: with a ``dtype`` parameter the frozen LLM arrives uncast (here float32, as its
-    factory built it) and the quantizer casts; without one (``**options`` is not enough) the core
-    casts it to the pipeline's dtype first. Either way the pipeline ends in its dtype."""
+    """``Quantizer``: one that sets ``quantizes_while_loading`` gets the frozen LLM uncast (here
+    float32, as its factory built it) and ``dtype``, and casts; any other (a ``dtype`` parameter of
+    its own is not an opt-in) gets it cast to the pipeline's dtype first. The pipeline ends in its dtype."""
     site = tmp_path / "site"
     monkeypatch.syspath_prepend(str(site))
     write_distribution(site, "acme-vision", TINY_VIT_PLUGIN)

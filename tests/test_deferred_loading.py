@@ -150,3 +150,24 @@ def test_one_source_tensor_for_two_untied_parameters_gives_each_its_own_memory()
     with torch.no_grad():
         module["query"].weight.add_(1)
     assert torch.equal(module["text"].weight, torch.arange(9.0).reshape(3, 3))
+
+
+def test_kept_checkpoint_dtypes_take_every_checkpoint_as_stored():
+    """A component quantized while loading keeps each tensor's stored dtype (the quantizer casts it
+    layer by layer): a first checkpoint in bf16 and a second in float32 for the same weight leave
+    the float32 values, not the float32 values rounded into bf16. Unmarked parameters are cast."""
+    from blip2core.checkpoints.copying import write_tensors
+    from blip2core.checkpoints.deferred import keep_checkpoint_dtypes
+
+    with parameters_on_meta():
+        kept, cast = nn.Linear(3, 3), nn.Linear(3, 3)
+    keep_checkpoint_dtypes(kept)
+    first = torch.randn(3, 3).to(torch.bfloat16)
+    second = torch.randn(3, 3) / 3  # values bf16 cannot hold
+    for module in (kept, cast):
+        write_tensors(module.state_dict(), {"weight": first, "bias": torch.zeros(3, dtype=torch.bfloat16)}, module)
+    assert kept.weight.dtype == torch.bfloat16 and cast.weight.dtype == torch.float32
+    for module in (kept, cast):
+        write_tensors(module.state_dict(), {"weight": second}, module)
+    assert kept.weight.dtype == torch.float32 and torch.equal(kept.weight, second)
+    assert cast.weight.dtype == torch.float32 and torch.equal(cast.weight, second)

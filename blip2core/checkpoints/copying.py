@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 import torch
 from torch import nn
 
-from blip2core.checkpoints.deferred import assign_tensor, tied_names
+from blip2core.checkpoints.deferred import assign_tensor, keeps_checkpoint_dtype, tied_names
 from blip2core.errors import CheckpointError
 
 #: (source key, own key, expected shape, found shape) -> the CheckpointError message
@@ -85,7 +85,9 @@ def write_tensors(
     (``deferred.assign_tensor``: no copy, tied names stay tied; a tensor meant for two own names that
     are not tied is copied for the second, so that writing one never changes the other). One that fills only leading rows is
     skipped: it stays on ``meta``, and the component is then built the ordinary way
-    (``blip2core.compose``).
+    (``blip2core.compose``). A parameter marked by ``deferred.keep_checkpoint_dtypes`` (a component
+    quantized while loading) is assigned too when a later checkpoint fills it again, so its values
+    are never rounded into the first checkpoint's dtype.
 
     Raises:
         ValueError: an own tensor is on ``meta`` and no ``module`` was given.
@@ -95,16 +97,20 @@ def write_tensors(
     for own_key, tensor in tensors.items():
         target = own_state[own_key]
         rows = tensor.shape[0] if tensor.dim() else None
-        if target.is_meta:
-            if module is None:
-                raise ValueError(f"{own_key!r} is on the meta device: write_tensors needs the module to assign it")
+        if target.is_meta and module is None:
+            raise ValueError(f"{own_key!r} is on the meta device: write_tensors needs the module to assign it")
+        # a second checkpoint for a component quantized while loading: its values as stored, not rounded
+        kept = not target.is_meta and module is not None and keeps_checkpoint_dtype(module, own_key)
+        if target.is_meta or kept:
             if tuple(tensor.shape) == tuple(target.shape):
                 ties = ties if ties is not None else tied_names(module)
                 if tensor.numel() and tensor.data_ptr() in assigned:  # e.g. BERT's FFN -> text and query FFN
                     tensor = tensor.clone()
                 assigned.add(tensor.data_ptr())
                 assign_tensor(module, own_key, tensor, ties)
-            continue
+                continue
+            if target.is_meta:
+                continue
         destination = target if rows is None or rows == target.shape[0] else target[:rows]
         destination.copy_(tensor.to(device=target.device, dtype=target.dtype))
 

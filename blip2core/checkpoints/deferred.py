@@ -115,6 +115,16 @@ def keep_checkpoint_dtypes(module: nn.Module) -> None:
             setattr(param, KEEP_CHECKPOINT_DTYPE, True)
 
 
+def keeps_checkpoint_dtype(module: nn.Module, name: str) -> bool:
+    """Whether parameter ``name`` of ``module`` takes checkpoint tensors as stored (``keep_checkpoint_dtypes``)."""
+    owner_name, _, attr = name.rpartition(".")
+    try:
+        param = module.get_submodule(owner_name)._parameters.get(attr)
+    except AttributeError:
+        return False
+    return bool(getattr(param, KEEP_CHECKPOINT_DTYPE, False))
+
+
 @torch.no_grad()
 def assign_tensor(module: nn.Module, name: str, tensor: torch.Tensor, ties: dict[int, list[str]] | None = None) -> None:
     """Make ``tensor`` (cast to the current tensor's dtype unless that is marked by
@@ -134,6 +144,8 @@ def assign_tensor(module: nn.Module, name: str, tensor: torch.Tensor, ties: dict
             raise KeyError(name)
         keep = getattr(old, KEEP_CHECKPOINT_DTYPE, False) and tensor.is_floating_point()
         new = nn.Parameter(tensor if keep else tensor.to(dtype=old.dtype), requires_grad=old.requires_grad)
+        if keep:  # a later checkpoint's tensor for it is assigned too, not rounded into this dtype
+            setattr(new, KEEP_CHECKPOINT_DTYPE, True)
         ties = ties if ties is not None else tied_names(module)
         for alias in ties.get(id(old), [name]):
             alias_owner, _, alias_attr = alias.rpartition(".")

@@ -11,9 +11,10 @@
 Every quantizer rewrites ``nn.Linear`` layers in place (and, with ``include_embeddings``, by
 default for the weight-only methods on a language model, ``nn.Embedding`` tables and the LLM
 output head), one layer at a time, so the float weights of a
-layer are freed as soon as its quantized copy exists. Each ``quantize`` takes ``dtype``: the
-pipeline then hands over a frozen component still in its checkpoint's dtype and each layer is cast
-just before it is quantized (``blip2_quant.streaming``: quantizing while loading).
+layer are freed as soon as its quantized copy exists. The int8 / int4 quantizers set
+``quantizes_while_loading``: on the CPU the pipeline then hands over a frozen component still in
+its checkpoint's dtype, with ``dtype``, and each layer is cast just before it is quantized
+(``blip2_quant.streaming``). ``none`` and the casts take the component already cast, as before.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def _device_of(module: nn.Module) -> str:
 class NoQuantizer:
     """``none``: the component unchanged (to override a spec's entry from the CLI)."""
 
-    def quantize(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-        return cast_layer(module, dtype)
+    def quantize(self, module: nn.Module) -> nn.Module:
+        return module
 
 
 class CastQuantizer:
@@ -68,14 +69,15 @@ class CastQuantizer:
     def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
 
-    def quantize(self, module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-        """``dtype`` (the pipeline's) is not needed: the component is cast straight to this one."""
+    def quantize(self, module: nn.Module) -> nn.Module:
         checked_dtype(dtype_name(self.dtype), _device_of(module), what="quantize")
         return cast_component(module, self.dtype)
 
 
 class Int8DynamicQuantizer:
     """``int8-dynamic``: every selected Linear -> int8 weights + dynamically quantized activations."""
+
+    quantizes_while_loading = True  # blip2core hands over the component uncast, with dtype
 
     def __init__(self, options: Int8DynamicOptions) -> None:
         self.options = options
@@ -106,6 +108,8 @@ class WeightOnlyQuantizer:
     Embedding tables (with ``include_embeddings``) are packed row-wise; an output head sharing an
     embedding's weight shares its packed rows too (stored once).
     """
+
+    quantizes_while_loading = True  # blip2core hands over the component uncast, with dtype
 
     def __init__(self, bits: int, options: SelectOptions) -> None:
         self.bits = bits

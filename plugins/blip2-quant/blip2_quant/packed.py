@@ -52,7 +52,8 @@ class Int8Rows(nn.Module):
         vocabulary head (SmolLM2: 49,152 x 576) for one token took 60 ms against 20 ms
         (benchmarks/quantization_kernels.py --int8-head)."""
         rows = x.numel() // x.shape[-1] if x.numel() else 0
-        if 0 < rows <= SMALL_BATCH_ROWS and x.device.type == "cpu" and x.dtype in INT8PACK_DTYPES:
+        no_grad_needed = not (torch.is_grad_enabled() and x.requires_grad)  # the kernel has no derivative
+        if 0 < rows <= SMALL_BATCH_ROWS and x.device.type == "cpu" and x.dtype in INT8PACK_DTYPES and no_grad_needed:
             flat = x.reshape(rows, x.shape[-1]).contiguous()
             out = torch._weight_int8pack_mm(flat, self.codes, self.scale.to(x.dtype))
             return out.view(*x.shape[:-1], self.shape[0])

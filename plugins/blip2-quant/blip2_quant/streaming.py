@@ -1,7 +1,8 @@
 """Quantizing while loading: each layer is cast to the pipeline's dtype just before it is quantized.
 
-``blip2core`` hands a quantizer whose ``quantize`` takes ``dtype`` the frozen component as loaded,
-in its checkpoint's dtype (memory-mapped where the checkpoint allows; ``blip2core.protocols.Quantizer``).
+``blip2core`` hands a quantizer that sets ``quantizes_while_loading`` the frozen component as loaded,
+on the CPU, in its checkpoint's dtype (memory-mapped where the checkpoint allows), with the ``dtype``
+to cast to (``blip2core.protocols.Quantizer``).
 Casting one layer, quantizing it and dropping its float copy keeps the peak at the quantized
 component plus one layer, where casting the whole component first would hold all of it in the
 pipeline's dtype (a bf16 LLM in a float32 pipeline: twice its checkpoint). The result is the same:

@@ -74,3 +74,10 @@ def test_int8_matmul_of_few_rows_takes_the_int8_kernel_and_agrees_with_the_cast_
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     rows = x.numel() // shape[-1]
     assert bool(calls) == (rows <= SMALL_BATCH_ROWS)
+
+
+def test_int8_matmul_keeps_gradients_for_few_rows(weight):
+    """torch's int8 kernel has no derivative: an input that needs a gradient takes the cast path."""
+    x = torch.randn(2, 100, requires_grad=True)
+    Int8Rows(weight).matmul(x).sum().backward()
+    torch.testing.assert_close(x.grad, Int8Rows(weight).dequantize().sum(dim=0).expand(2, -1))

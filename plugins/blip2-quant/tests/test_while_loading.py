@@ -20,6 +20,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import blip2_quant.streaming
 from blip2core import load_pipeline
+from blip2core.compose import quantizes_while_loading
 from blip2core.testing import save_hf_blip2_folder, save_tiny_tokenizer
 
 METHODS = ["int8-weight-only", "int4-weight-only", "int8-dynamic", "bf16", "none"]
@@ -47,8 +48,10 @@ def bf16_llama(tmp_path_factory, llm_config):
 
 
 def load(spec_or_folder, method: str, *, stream: bool, monkeypatch, **kwargs):
-    """The pipeline quantized by ``method``; ``stream=False``: the old order (cast whole, then quantize)."""
-    monkeypatch.setattr("blip2core.compose.quantizes_while_loading", lambda quantizer: stream)
+    """The pipeline quantized by ``method``; ``stream=False``: the old order (cast whole, then quantize)
+    even for a quantizer that opts in to quantizing while loading."""
+    monkeypatch.setattr("blip2core.compose.quantizes_while_loading",
+                        quantizes_while_loading if stream else (lambda quantizer: False))
     torch.manual_seed(0)  # the random vision encoder and bridge: the same in every load
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # int8-dynamic on an LLM, bf16 on this CPU: warned elsewhere
@@ -87,7 +90,9 @@ def test_a_bf16_llm_folder_is_quantized_layer_by_layer_with_the_same_outputs(
     assert torch.equal(got, expected)
     assert after.llm_dtype == before.llm_dtype == (torch.bfloat16 if method == "bf16" else torch.float32)
     assert float_dtypes(after.llm) == float_dtypes(before.llm)
-    if method not in ("bf16", "none"):  # those cast the component whole, not layer by layer
+    if method in ("bf16", "none"):  # they do not opt in: the component is cast whole first, as before
+        assert not seen
+    else:
         assert torch.bfloat16 in seen, "the quantizer got layers already cast to float32"
 
 
