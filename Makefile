@@ -28,7 +28,7 @@ demo: install
 # lint-imports: the import contracts of pyproject.toml [tool.importlinter] (plugins use the SDK, ...)
 test: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 clean:
 	rm -rf $(VENV) .pytest_cache
