@@ -148,27 +148,22 @@ def auto_part(rounds: int) -> None:
           f"{speed['auto'] / speed['fp32']:.2f} |")
 
 
-LOAD_MEMORY_SCRIPT = """
-import json, sys, warnings
-import blip2core.compose
-from blip2core import load_pipeline
+def load_memory_child(spec: dict, method: str, stream: bool) -> dict:
+    """In a fresh process: a small load first (imports, first calls), then ``spec`` quantized by
+    ``method``, streamed or cast whole first; the growth of the peak RSS over the second load."""
+    import blip2core.compose
+    from benchmarks.memory import status_mib
+    from blip2core import load_pipeline
 
-def peak_mib():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-
-spec, method, stream = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "stream"
-warnings.simplefilter("ignore")
-small = json.loads(json.dumps(spec))
-small["llm"] = {"name": "llama", "options": {"config": {"vocab_size": 320, "hidden_size": 64, "intermediate_size": 128,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}}}
-load_pipeline(small, quantize={"llm": method})  # imports and a first load: what follows is the LLM
-start = peak_mib()
-blip2core.compose.quantizes_while_loading = lambda quantizer: stream
-pipe = load_pipeline(spec, quantize={"llm": method})
-print(json.dumps({"growth_mib": peak_mib() - start, "llm_dtype": str(pipe.llm_dtype)}))
-"""
+    small = {**spec, "llm": {"name": "llama", "options": {"config": {
+        "vocab_size": 320, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2}}}}
+    load_pipeline(small, quantize={"llm": method})
+    start = status_mib("VmHWM")
+    if not stream:  # the old order: the whole component cast to the pipeline's dtype, then quantized
+        blip2core.compose.quantizes_while_loading = lambda quantizer: False
+    pipe = load_pipeline(spec, quantize={"llm": method})
+    return {"growth_mib": status_mib("VmHWM") - start, "llm_dtype": str(pipe.llm_dtype)}
 
 
 def load_memory_part() -> None:
@@ -194,7 +189,7 @@ def load_memory_part() -> None:
         for method in ("int8-weight-only", "int4-weight-only"):
             growth = {}
             for mode in ("stream", "whole"):
-                done = subprocess.run([sys.executable, "-c", LOAD_MEMORY_SCRIPT, json.dumps(spec), method, mode],
+                done = subprocess.run([sys.executable, __file__, "--load-memory-child", json.dumps(spec), method, mode],
                                       capture_output=True, text=True, check=True)
                 growth[mode] = json.loads(done.stdout.strip().splitlines()[-1])["growth_mib"]
             print(f"| {method} | {growth['stream']:.0f} MiB | {growth['whole']:.0f} MiB | "
@@ -206,8 +201,14 @@ def main() -> None:
     parser.add_argument("--part", choices=["llm", "vision", "auto", "load-memory", "all"], default="all")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--load-memory-child", nargs=3, metavar=("SPEC_JSON", "METHOD", "stream|whole"),
+                        help=argparse.SUPPRESS)  # one measurement of --part load-memory, in its own process
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.load_memory_child:
+        spec, method, mode = args.load_memory_child
+        print(json.dumps(load_memory_child(json.loads(spec), method, mode == "stream")))
+        return
     print(f"CPU: {cpu_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.part in ("llm", "all"):
         llm_part(args.rounds)

@@ -52,10 +52,11 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
     options = spec.check_components(registry)
     # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
     dtype_name = checked_dtype(spec.dtype, spec.device)
+    device = torch.device(spec.device)
     quantizers = _quantizers(spec, registry, options)
     streamed = {  # on the CPU only: elsewhere the uncast component would first go to the device whole
         slot for slot, quantizer in quantizers.items()
-        if slot != "bridge" and quantizes_while_loading(quantizer) and torch.device(spec.device).type == "cpu"
+        if slot != "bridge" and quantizes_while_loading(quantizer) and device.type == "cpu"
     }
     deferred = slots_in_checkpoints(spec.weight_paths()) if spec.weights else set()
     parts: dict[str, Any] = {"vision": None, "bridge": None, "llm": None}
@@ -74,7 +75,7 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
                 parts[slot] = build(slot)
         else:
             parts[slot] = build(slot)
-    vision, llm = parts["vision"], parts["llm"]
+    vision = parts["vision"]
 
     preprocessor = None
     if spec.preprocessor is not None or DEFAULT_PREPROCESSOR in registry.components["preprocessor"]:
@@ -93,13 +94,11 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
         again = load_checkpoints(parts, spec.weight_paths(), strict=strict, only=incomplete)
         assert report is not None
         report.missing.update({slot: again.missing[slot] for slot in incomplete if slot in again.missing})
-    vision, llm = parts["vision"], parts["llm"]
 
     if dtype_name != spec.dtype:
         base_dir = spec._base_dir
         spec = spec.model_copy(update={"dtype": dtype_name})
         spec._base_dir = base_dir
-    device = torch.device(spec.device)
     for slot in ("vision", "llm"):
         if parts[slot] is None:
             continue
@@ -142,9 +141,11 @@ def _build_deferred(slot: str, build: Callable[[str], Any], dtype_name: str, kee
     except (NotImplementedError, RuntimeError) as error:
         log.debug("%s: cannot be built on the meta device (%s); building it with random weights", slot, error)
         return None
-    if slot != "bridge" and keep_checkpoint_dtype:
+    if slot == "bridge":
+        return component
+    if keep_checkpoint_dtype:
         keep_checkpoint_dtypes(component)
-    elif slot != "bridge":
+    else:
         component.to(dtype=torch_dtype(dtype_name))
     return component
 

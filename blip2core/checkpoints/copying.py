@@ -99,18 +99,18 @@ def write_tensors(
         rows = tensor.shape[0] if tensor.dim() else None
         if target.is_meta and module is None:
             raise ValueError(f"{own_key!r} is on the meta device: write_tensors needs the module to assign it")
-        # a second checkpoint for a component quantized while loading: its values as stored, not rounded
-        kept = not target.is_meta and module is not None and keeps_checkpoint_dtype(module, own_key)
-        if target.is_meta or kept:
-            if tuple(tensor.shape) == tuple(target.shape):
-                ties = ties if ties is not None else tied_names(module)
-                if tensor.numel() and tensor.data_ptr() in assigned:  # e.g. BERT's FFN -> text and query FFN
-                    tensor = tensor.clone()
-                assigned.add(tensor.data_ptr())
-                assign_tensor(module, own_key, tensor, ties)
-                continue
-            if target.is_meta:
-                continue
+        # assigned: a meta target, or one kept in its checkpoint's dtype (a second checkpoint for a
+        # component quantized while loading: its values as stored, not rounded into the first's dtype)
+        assign = target.is_meta or (module is not None and keeps_checkpoint_dtype(module, own_key))
+        if assign and tuple(tensor.shape) == tuple(target.shape):
+            ties = ties if ties is not None else tied_names(module)
+            if tensor.numel() and tensor.data_ptr() in assigned:  # e.g. BERT's FFN -> text and query FFN
+                tensor = tensor.clone()
+            assigned.add(tensor.data_ptr())
+            assign_tensor(module, own_key, tensor, ties)
+            continue
+        if target.is_meta:  # leading rows only: stays on meta, the component is built again
+            continue
         destination = target if rows is None or rows == target.shape[0] else target[:rows]
         destination.copy_(tensor.to(device=target.device, dtype=target.dtype))
 

@@ -35,8 +35,8 @@ from blip2_quant.options import (
     SelectOptions,
 )
 from blip2_quant.packed import PackedRows, QuantEmbedding, QuantLinear, pack
-from blip2_quant.streaming import cast_layer, cast_rest, release_freed_memory
-from blip2_quant.targets import embedding_targets, linear_targets, set_submodule
+from blip2_quant.streaming import LayerRewrite
+from blip2_quant.targets import embedding_targets, linear_targets
 
 
 class QuantizationWarning(UserWarning):
@@ -90,16 +90,10 @@ class Int8DynamicQuantizer:
                 "docs/quantization.md): prefer int8-weight-only for an LLM, and check with "
                 "`blip2 quantize-report`", QuantizationWarning, stacklevel=2)
         options = with_embedding_default(self.options, include=False)
-        quantized: set[int] = set()
+        rewrite = LayerRewrite(module, dtype)
         for name, linear in linear_targets(module, options):
-            replacement = dynamic_int8_linear(cast_layer(linear, dtype), self.options.backend)
-            quantized.add(id(replacement))
-            if replacement is not linear:
-                set_submodule(module, name, replacement)
-            if dtype is not None:
-                release_freed_memory()
-        cast_rest(module, dtype, quantized)
-        return module
+            rewrite.install(name, linear, dynamic_int8_linear(rewrite.cast(linear), self.options.backend))
+        return rewrite.finish()
 
 
 class WeightOnlyQuantizer:
@@ -125,29 +119,22 @@ class WeightOnlyQuantizer:
         # torchao's tensor cannot take by keyword; QuantLinear.weight dequantises for such callers.
         torchao_int8 = isinstance(module, LanguageModel)
         shared: dict[int, PackedRows] = {}  # id(original embedding weight) -> its packed rows
-        quantized: set[int] = set()
+        rewrite = LayerRewrite(module, dtype)
         for name, embedding in embedding_targets(module, options):
-            packed = pack(cast_layer(embedding, dtype).weight, self.bits, self.group_size)
+            packed = pack(rewrite.cast(embedding).weight, self.bits, self.group_size)
             shared[id(embedding.weight)] = packed
-            replacement = QuantEmbedding(packed, embedding.padding_idx, embedding.weight.dtype)
-            quantized.add(id(replacement))
-            set_submodule(module, name, replacement)
+            rewrite.install(name, embedding, QuantEmbedding(packed, embedding.padding_idx, embedding.weight.dtype))
         for name, linear in linear_targets(module, options):
             tied = shared.get(id(linear.weight))
-            cast_layer(linear, dtype)  # a tied weight is the embedding's, already cast: no change
+            rewrite.cast(linear)  # a tied weight is the embedding's, already cast: no change
             if tied is not None:
                 replacement = QuantLinear(tied, linear.bias, linear.weight.dtype)
             elif self.bits == 8 and torchao_int8:
                 replacement = weight_only_int8_linear(linear)
             else:
                 replacement = QuantLinear(pack(linear.weight, self.bits, self.group_size), linear.bias, linear.weight.dtype)
-            quantized.add(id(replacement))
-            if replacement is not linear:
-                set_submodule(module, name, replacement)
-            if dtype is not None:
-                release_freed_memory()
-        cast_rest(module, dtype, quantized)
-        return module
+            rewrite.install(name, linear, replacement)
+        return rewrite.finish()
 
 
 def build_none(options: None) -> NoQuantizer:

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 
-#: at most this many rows of activations take torch's int8 weight-only CPU kernel (beyond, casting
-#: the codes once and a float matmul is faster on an AVX2 CPU: 40 rows took 117 ms against 11 ms)
+#: at most this many rows of activations take torch's int8 weight-only CPU kernel; from 8 rows on,
+#: casting the codes and a float matmul is faster (SmolLM2's head, AMD EPYC, fma avx f16c avx2: 8 rows
+#: 161 ms against 105 ms; benchmarks/quantization_kernels.py --int8-head --tokens 1,2,4,8,40)
 SMALL_BATCH_ROWS = 4
 INT8PACK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -49,8 +50,8 @@ class Int8Rows(nn.Module):
 
         A few rows on the CPU (one token per sequence: decoding) go through torch's int8
         weight-only kernel instead, which reads the int8 codes as they are: casting a whole
-        vocabulary head (SmolLM2: 49,152 x 576) for one token took 60 ms against 20 ms
-        (benchmarks/quantization_kernels.py --int8-head)."""
+        vocabulary head (SmolLM2: 49,152 x 576) for one token took 60 ms against 20 ms on an AVX2
+        CPU (AMD EPYC, fma avx f16c avx2; benchmarks/quantization_kernels.py --int8-head)."""
         rows = x.numel() // x.shape[-1] if x.numel() else 0
         no_grad_needed = not (torch.is_grad_enabled() and x.requires_grad)  # the kernel has no derivative
         if 0 < rows <= SMALL_BATCH_ROWS and x.device.type == "cpu" and x.dtype in INT8PACK_DTYPES and no_grad_needed:

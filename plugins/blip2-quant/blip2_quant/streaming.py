@@ -18,6 +18,8 @@ import functools
 import torch
 from torch import nn
 
+from blip2_quant.targets import set_submodule
+
 
 @functools.cache
 def _malloc_trim():
@@ -63,3 +65,32 @@ def cast_rest(component: nn.Module, dtype: torch.dtype | None, quantized: set[in
             visit(child)
 
     visit(component)
+
+
+class LayerRewrite:
+    """Replaces a component's layers by their quantized forms, one at a time.
+
+    ``cast(layer)`` casts a layer to ``dtype`` (the pipeline's, when quantizing while loading; None:
+    the component arrived cast); ``install(name, old, new)`` puts the quantized layer in place
+    (nothing to replace when it was quantized in place) and, while loading, hands the freed memory
+    back; ``finish()`` casts what was not quantized and returns the component.
+    """
+
+    def __init__(self, component: nn.Module, dtype: torch.dtype | None) -> None:
+        self.component = component
+        self.dtype = dtype
+        self.quantized: set[int] = set()  # ids of the installed modules: cast_rest leaves them alone
+
+    def cast(self, layer: nn.Module) -> nn.Module:
+        return cast_layer(layer, self.dtype)
+
+    def install(self, name: str, old: nn.Module, new: nn.Module) -> None:
+        self.quantized.add(id(new))
+        if new is not old:
+            set_submodule(self.component, name, new)
+        if self.dtype is not None:
+            release_freed_memory()
+
+    def finish(self) -> nn.Module:
+        cast_rest(self.component, self.dtype, self.quantized)
+        return self.component
