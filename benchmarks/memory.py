@@ -1,7 +1,9 @@
 """Peak memory and wall time of loading the checkpoint, each load in a fresh Python process.
 
 The child imports torch, transformers and blip2core first (both sides pay the same imports), notes
-its resident set, loads the model with one library, and reports its peak resident set (VmHWM), the
+its resident set, loads what captioning needs with one library (blip2core: ``load_pipeline``, which
+holds the tokenizer and image preprocessor; transformers: ``from_pretrained`` and the
+``Blip2Processor``, as its users load them), and reports its peak resident set (VmHWM), the
 load's wall time and, on a GPU, torch's peak allocated GPU memory; then it reads every weight once
 (memory-mapped weights are paged in) and reports the peak again; JSON on stdout:
 
@@ -43,7 +45,7 @@ def child(side: str, folder: str, dtype: str, device: str) -> dict:
     import warnings
 
     import torch
-    from transformers import Blip2ForConditionalGeneration
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     from blip2core import load_pipeline  # both libraries' entry points imported before the baseline
 
@@ -52,6 +54,8 @@ def child(side: str, folder: str, dtype: str, device: str) -> dict:
     start = time.perf_counter()
     if side == "theirs":
         model = Blip2ForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
+        processor = Blip2Processor.from_pretrained(folder)  # a pipeline holds its tokenizer and preprocessor too
+        assert processor is not None
     else:
         model = load_pipeline(Path(folder), device=device, dtype=dtype)
     if device.startswith("cuda"):
@@ -99,7 +103,8 @@ def load_rows(ctx: Context) -> list[Row]:
             median("theirs", "peak_read_mib"), "MiB",
             note="a library that memory-maps the weights pages them in on first use: this row counts them"),
         Row(f"load time ({label})", median("ours", "load_s"), median("theirs", "load_s"), "s",
-            note="ours: load_pipeline(folder); theirs: Blip2ForConditionalGeneration.from_pretrained"),
+            note="ours: load_pipeline(folder); theirs: Blip2ForConditionalGeneration.from_pretrained + "
+                 "Blip2Processor.from_pretrained"),
     ]
     if ctx.device.startswith("cuda"):
         rows.append(Row(f"peak GPU memory allocated while loading ({label})", median("ours", "gpu_peak_mib"),

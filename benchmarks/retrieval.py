@@ -44,7 +44,7 @@ def retrieval_rows(ctx: Context) -> list[Row]:
         hf = Blip2ForImageTextRetrieval.from_pretrained(folder, dtype=dtype).to(ctx.device).eval()
         ours = load_pipeline(folder, device=ctx.device, dtype=ctx.dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    count = 20 if ctx.quick else 100
+    count = 10 if ctx.quick else 100
     candidates = texts(count)
     image = ctx.photos[0]
     k = 5
