@@ -16,6 +16,7 @@ from blip2core.precision import checked_dtype, torch_dtype
 from blip2core.protocols import Bridge, LanguageModel, Preprocessor, Quantizer, VisionEncoder
 from blip2core.registry import Registry
 from blip2core.seeding import seeded_construction
+from blip2core.small_batch_linear import use_small_batch_linears
 from blip2core.spec import PipelineSpec
 
 DEFAULT_PREPROCESSOR = "standard"
@@ -48,7 +49,10 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
 
     A frozen component whose quantizer quantizes while loading (``Quantizer.quantizes_while_loading``)
     is not cast first on the CPU: it keeps its checkpoint's dtype (memory-mapped) and the quantizer
-    casts one layer at a time, so the whole component never exists in the pipeline's dtype."""
+    casts one layer at a time, so the whole component never exists in the pipeline's dtype.
+
+    Last, every plain ``nn.Linear`` becomes a ``SmallBatchLinear`` (``blip2core.small_batch_linear``:
+    the same layer, faster for 2-128 rows at inference on the CPU)."""
     options = spec.check_components(registry)
     # dtype auto -> what the device runs natively; a slow request warns (blip2core.precision)
     dtype_name = checked_dtype(spec.dtype, spec.device)
@@ -107,6 +111,9 @@ def build_pipeline(spec: PipelineSpec, registry: Registry, *, strict: bool = Tru
         else:
             parts[slot].to(device=device, dtype=torch_dtype(dtype_name))
     parts = _quantize(quantizers, parts, device, torch_dtype(dtype_name), streamed)
+    for part in parts.values():  # a few rows (beam search, prefixes, queries) run faster on the CPU
+        if part is not None:
+            use_small_batch_linears(part)
 
     pipeline = Pipeline(spec, parts["vision"], parts["bridge"], parts["llm"], preprocessor)
     pipeline.load_report = report

@@ -402,6 +402,9 @@ class Quantizer(Protocol):
     checkpoint quantized in a float32 pipeline never exists as a whole float32 copy. A bridge, a
     component on another device, and a quantizer without the attribute get the component already
     cast, and no ``dtype``.
+
+    A quantizer sees the component's own layers (plain ``nn.Linear``, not yet ``SmallBatchLinear``:
+    ``blip2core.compose`` changes the float linears it leaves, after quantizing).
     """
 
     def quantize(self, module: nn.Module) -> nn.Module:

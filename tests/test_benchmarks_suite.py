@@ -38,7 +38,8 @@ def test_quick_tiny_encode_run_gives_json_rows_and_the_report(tmp_path):
     for row in rows.values():
         assert row["unit"] == "img/s" and row["ours"] > 0 and row["theirs"] > 0
         assert math.isclose(row["ratio"], row["ours"] / row["theirs"])  # a rate: ours / theirs
-        assert row["agreement"] == "max|diff| 0.0e+00"  # the same checkpoint gives the same numbers
+        # the same checkpoint gives the same numbers, to float32 rounding (blip2core.small_batch_linear)
+        assert row["agreement"].startswith("max|diff| ") and float(row["agreement"].split()[-1]) < 1e-5
         assert "GFLOP per batch" in row["note"] and "matmul peak" in row["note"]
     machine = report["machine"]
     assert machine["scale"] == "tiny" and machine["torch"] and machine["transformers"] and machine["cpus"] >= 1

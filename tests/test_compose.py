@@ -156,3 +156,21 @@ def test_a_quantizer_taking_dtype_gets_the_llm_as_built_and_casts_it_itself(tmp_
         pipe = load_pipeline(spec, registry=registry)
     assert pipe.llm.seen_dtypes == {handed}
     assert pipe.llm_dtype == torch.bfloat16
+
+
+def test_composed_components_get_small_batch_linears_and_quantized_layers_stay(registry):
+    """``build_pipeline`` ends by making every plain ``nn.Linear`` a ``SmallBatchLinear``
+    (blip2core.small_batch_linear); a quantizer's own layers are left as it made them."""
+    from torch import nn
+
+    from blip2core.small_batch_linear import SmallBatchLinear
+
+    bridge = {"name": "qformer", "options": {"num_query_tokens": 4, "hidden_size": 32, "num_hidden_layers": 2,
+                                             "num_attention_heads": 4, "intermediate_size": 64}}
+    plain = load_pipeline(tiny_spec(bridge), registry=registry)
+    for part in (plain.vision, plain.bridge, plain.llm):
+        kinds = {type(m) for m in part.modules() if isinstance(m, nn.Linear)}
+        assert SmallBatchLinear in kinds and nn.Linear not in kinds, kinds
+    quantized = load_pipeline({**tiny_spec(bridge), "quantize": {"llm": "int8-weight-only"}}, registry=registry)
+    held = [m for m in quantized.llm.modules() if isinstance(m, nn.Linear) and type(m.weight) is not nn.Parameter]
+    assert held and all(type(m) is nn.Linear for m in held)  # torchao's int8 weights keep their own F.linear

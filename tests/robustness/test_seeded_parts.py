@@ -37,6 +37,12 @@ def logits(pipe) -> torch.Tensor:
         return pipe(pixels(), ids).logits
 
 
+def same_logits(a, b) -> None:
+    """Equal to float32 rounding: the weights are equal bit for bit (``same_weights``), but a reloaded
+    pipeline's are memory-mapped at other addresses, and oneMKL's sums depend on the alignment."""
+    torch.testing.assert_close(logits(a), logits(b), rtol=1e-5, atol=1e-6)
+
+
 def same_weights(a, b) -> bool:
     left, right = a.state_dict(), b.state_dict()
     return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
@@ -84,7 +90,7 @@ def test_saving_random_parts_without_a_seed_stores_them_and_the_saved_folder_loa
     torch.manual_seed(4321)  # another global state than the first load's: nothing may come from it
     again = load_pipeline(saved)
     assert same_weights(pipe, again)
-    assert torch.equal(logits(pipe), logits(again))
+    same_logits(pipe, again)
 
     # saved again from the reloaded folder, the new folder holds them itself
     resaved = again.save(tmp_path / "again")
@@ -103,4 +109,4 @@ def test_saving_a_seeded_pipeline_stores_only_the_trainable_part(tmp_path):
     again = load_pipeline(saved)
     assert again.spec.seed == 11
     assert same_weights(pipe, again)
-    assert torch.equal(logits(pipe), logits(again))
+    same_logits(pipe, again)
