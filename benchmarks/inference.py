@@ -104,7 +104,8 @@ def encode_rows(ctx: Context, sides: Sides, label: str, peak_flops: float | None
         sides.ours.encode_images(pixels[:1])
     flops_per_image = counter.get_total_flops()  # every image is encoded alone: the FLOPs are linear in the batch
     with torch.inference_mode():
-        for _ in range(ctx.warm_up_rounds):  # --quick: ours just ran batch 1 under the FLOP counter
+        for _ in range(ctx.warm_up_rounds):  # --quick: both sides once at batch 1, as they are timed
+            sides.ours.encode_images(pixels[:1])  # (the FLOP-counted call ran with autograd on)
             sides.hf.get_image_features(pixels[:1].to(sides.hf_dtype))
     for batch in (1, 8):
         ours_pixels = pixels[:batch]

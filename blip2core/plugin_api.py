@@ -23,6 +23,10 @@ Files a reader may see while they are written (temp file / folder beside it, fsy
 Precision:
     DType, DTYPE_CHOICES, TORCH_DTYPES, torch_dtype(name), dtype_name(dtype), checked_dtype, cpu_flags
 
+Linear layers (quantizers that look for them):
+    SmallBatchLinear                      the ``nn.Linear`` subclass composed pipelines use (its class
+                                          only differs): match ``type(m) in (nn.Linear, SmallBatchLinear)``
+
 Vision encoders:
     resample_pos_embed(pos, new_grid, num_prefix_tokens=1)  timm's bicubic resampling (needs timm)
     resolve_layer(layer, depth, what)     a block index from a possibly negative one
@@ -183,6 +187,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers (tests/test_lazy
     )
     from blip2core.vision.blocks import resolve_layer
     from blip2core.vision.open_clip_config import image_side, open_clip_model_config, open_clip_preprocess_config
+    from blip2core.small_batch_linear import SmallBatchLinear
     from blip2core.vision.pos_embed import resample_pos_embed
 
 #: public name -> the module that defines it; imported on first use, so that a plugin module that
@@ -198,6 +203,7 @@ _EXPORTS = {
         "blip2core.atomic",
     ),
     "QFormerOptions": "blip2core.bridges.qformer.config",
+    "SmallBatchLinear": "blip2core.small_batch_linear",
     "build_qformer": "blip2core.bridges.qformer.factory",
     "query_text_similarity": "blip2core.bridges.qformer.heads",
     **dict.fromkeys(

@@ -1,17 +1,20 @@
 """Faster ``nn.Linear`` for a few rows on the CPU: ``SmallBatchLinear`` and ``use_small_batch_linears``.
 
-``nn.Linear`` computes ``y = x @ W.T`` (x: [rows, in], W: [out, in]). On the CPU, with 2 to ~128
+``nn.Linear`` computes ``y = x @ W.T`` (x: [rows, in], W: [out, in]). On the CPU, with 2 to 128
 rows, oneMKL's float32 GEMM runs the same product written the other way round, ``(W @ x.T).T``,
-1.5-4x faster (benchmarks/linear_layouts.py: e.g. OPT-125m's 50,272 x 768 output head with the 5
-rows of a 5-beam search, 56 -> 14 ms on an AMD EPYC with AVX2). Those row counts are exactly what
+faster: 1.5-4.4x at 2-8 rows, 1.1-1.4x at 128 (benchmarks/linear_layouts.py, AMD EPYC with AVX2;
+e.g. OPT-125m's 50,272 x 768 output head with the 5 rows of a 5-beam search, 62 -> 14 ms; the same
+with weights memory-mapped at unaligned addresses, as a checkpoint gives them). Those row counts are exactly what
 generation runs: every decoding step of a beam search (rows = beams x images), a batch of
 captions or questions, the Q-Former's 32 queries, the language model's prefix. One row (greedy
 decoding) and hundreds of rows (a vision tower's patches, training batches) gain nothing and keep
 ``F.linear``.
 
 The results are the same dot products summed in another order: equal to float32 rounding
-(relative differences ~1e-7; tests/test_small_batch_linear.py), not bit-identical. Only inference
-takes the other form (no autograd graph is being recorded), so training numbers are unchanged.
+(relative differences up to ~1e-6; tests/test_small_batch_linear.py), not bit-identical. Only calls
+with autograd off take the other form: training steps (forward and backward) are unchanged, while
+what a trainer computes under ``torch.no_grad`` (evaluation, hard-negative mining) may differ from
+before by that rounding.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class SmallBatchLinear(nn.Linear):
         weight = self.weight
         if (
             type(weight) not in _PLAIN  # a tensor subclass (a quantized weight) keeps its own F.linear
+            or x.dim() == 0
             or x.device.type != "cpu"
             or x.dtype != torch.float32
             or weight.dtype != torch.float32

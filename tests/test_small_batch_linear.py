@@ -103,3 +103,27 @@ def test_a_linear_holding_a_tensor_subclass_weight_is_left_alone():
     linear.weight = nn.Parameter(linear.weight.detach().as_subclass(Marked), requires_grad=False)
     assert type(linear.weight) is not nn.Parameter
     assert use_small_batch_linears(linear) == 0 and type(linear) is nn.Linear
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.randn(96),  # one vector: one row
+    lambda: torch.randn(96, 6).t(),  # 6 rows, transposed (non-contiguous)
+    lambda: torch.randn(1, 96).expand(4, 96),  # 4 rows, expanded (stride 0)
+    lambda: torch.randn(3, 10, 96)[:, ::2],  # sliced
+])
+def test_odd_input_layouts_give_nn_linears_shape_and_values(make):
+    plain, fast = layer(96, 40, True)
+    x = make()
+    with torch.no_grad():
+        got, expected = fast(x), plain(x)
+    assert got.shape == expected.shape and got.is_contiguous()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_zero_dim_input_fails_as_nn_linear_does():
+    plain, fast = layer(1, 1, True)
+    with torch.no_grad(), pytest.raises(RuntimeError) as theirs:
+        plain(torch.tensor(1.0))
+    with torch.no_grad(), pytest.raises(RuntimeError) as ours:
+        fast(torch.tensor(1.0))
+    assert str(ours.value) == str(theirs.value)

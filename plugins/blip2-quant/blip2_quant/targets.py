@@ -1,6 +1,6 @@
 """Which submodules of a component a quantizer rewrites.
 
-By default: every ``nn.Linear``, except the output head of a language model (any module returned
+By default: every ``nn.Linear`` (or blip2core's ``SmallBatchLinear``, the same layer), except the output head of a language model (any module returned
 by some submodule's ``get_output_embeddings()``, or a Linear whose weight is an embedding's) and
 names matching ``skip``. ``nn.Embedding`` tables only with ``include_embeddings``.
 """
@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from torch import nn
 
 from blip2_quant.options import SelectOptions
+from blip2core.plugin_api import SmallBatchLinear
+
+#: the float linear layers a quantizer replaces (a composed pipeline's are ``SmallBatchLinear``)
+PLAIN_LINEARS = (nn.Linear, SmallBatchLinear)
 
 
 def output_heads(component: nn.Module) -> set[int]:
@@ -50,7 +54,7 @@ def linear_targets(component: nn.Module, options: SelectOptions) -> Iterator[tup
     heads = output_heads(component)
     chosen = []
     for name, module in component.named_modules():
-        if type(module) is not nn.Linear or _skipped(name, options.skip):
+        if type(module) not in PLAIN_LINEARS or _skipped(name, options.skip):
             continue
         if id(module) in heads and not options.include_embeddings:
             continue

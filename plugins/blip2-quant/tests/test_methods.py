@@ -12,7 +12,7 @@ from torch import nn
 from blip2_quant import QuantizationWarning, parameter_bytes
 from blip2_quant.int8 import DynamicInt8Linear
 from blip2_quant.packed import QuantEmbedding, QuantLinear
-from blip2_quant.targets import output_heads
+from blip2_quant.targets import PLAIN_LINEARS, output_heads
 from blip2core.precision import PrecisionWarning
 
 METHODS = ["none", "bf16", "fp16", "int8-dynamic", "int8-weight-only", "int4-weight-only"]
@@ -47,7 +47,7 @@ def test_method_on_component(build, inputs, reference, method, target):
     elif method in ("bf16", "fp16"):
         assert after < 0.55 * before
     else:  # only Linear layers change (not a tied output head): 4x (int8) or ~6x (int4) smaller, scales included
-        linears = [m for m in ref_part.modules() if isinstance(m, nn.Linear) and id(m) not in output_heads(ref_part)]
+        linears = [m for m in ref_part.modules() if type(m) in PLAIN_LINEARS and id(m) not in output_heads(ref_part)]
         quantized = sum(m.weight.numel() * m.weight.element_size() for m in linears)
         shrink = 0.25 if method != "int4-weight-only" else 0.16
         per_row = 16  # at most: a float64 scale and an int64 zero point per output channel (torch.ao)
@@ -138,3 +138,22 @@ def test_eva_vit_whose_attention_reads_the_qkv_weight_directly(method):
         expected = encoder(pixels)
         quantized = registry.get("quantizer", method).build({}).quantize(encoder)
         assert cosine(quantized(pixels), expected) >= MIN_COSINE[method]
+
+
+@pytest.mark.parametrize("method", ["int8-dynamic", "int4-weight-only"])
+def test_a_quantizer_applied_to_a_composed_component_finds_its_small_batch_linears(build, method):
+    """A composed pipeline's linears are ``SmallBatchLinear`` (blip2core.small_batch_linear); a
+    quantizer called on one afterwards still replaces them."""
+    from blip2_quant.methods import build_int4_weight_only, build_int8_dynamic
+    from blip2_quant.options import Int4WeightOnlyOptions, Int8DynamicOptions
+    from blip2core.plugin_api import SmallBatchLinear
+
+    vision = build().vision
+    assert any(type(m) is SmallBatchLinear for m in vision.modules())
+    quantizer = (build_int8_dynamic(Int8DynamicOptions()) if method == "int8-dynamic"
+                 else build_int4_weight_only(Int4WeightOnlyOptions()))
+    quantized = quantizer.quantize(vision, dtype=torch.float32) if quantizer.quantizes_while_loading else \
+        quantizer.quantize(vision)
+    kinds = {type(m) for m in quantized.modules()}
+    assert SmallBatchLinear not in kinds
+    assert (DynamicInt8Linear if method == "int8-dynamic" else QuantLinear) in kinds
