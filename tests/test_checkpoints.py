@@ -100,9 +100,11 @@ def test_save_then_load_round_trip_keeps_outputs_and_stores_only_trainable_tenso
 
     again = load_pipeline(saved)
     assert again.spec.weights == [str(folder.resolve()), "trainable.safetensors"]
-    with torch.no_grad():
+    mine, reloaded = pipe.bridge.state_dict(), again.bridge.state_dict()
+    assert mine.keys() == reloaded.keys() and all(torch.equal(mine[k], reloaded[k]) for k in mine)
+    with torch.no_grad():  # to float32 rounding: oneMKL's sums depend on where the weights sit in memory
         ids = torch.randint(3, 100, (2, 6))
-        assert torch.equal(pipe(pixels(), ids).logits, again(pixels(), ids).logits)
+        torch.testing.assert_close(pipe(pixels(), ids).logits, again(pixels(), ids).logits, rtol=1e-5, atol=1e-6)
 
 
 def test_saving_a_reloaded_pipeline_does_not_depend_on_the_first_save(hf_opt, tmp_path):
