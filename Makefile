@@ -27,8 +27,8 @@ demo: install
 
 # lint-imports: the import contracts of pyproject.toml [tool.importlinter] (plugins use the SDK, ...)
 # pytest-xdist, one test file per worker at a time (module fixtures are built once): much of the suite
-# waits on subprocesses and imports, so 2 workers on 2 cores take ~9-10 min instead of ~16-20. Each
-# worker gets its share of the CPUs as torch / OpenMP threads (conftest.py).
+# waits on subprocesses and imports, so 2 workers on 2 cores (AMD EPYC, AVX2) take ~9-10 min instead
+# of ~16-20. Each worker gets its share of the CPUs as torch / OpenMP threads (conftest.py).
 # TEST_WORKERS=0 runs it serially.
 TEST_WORKERS ?= 2
 test: install

@@ -1,5 +1,5 @@
 """Why ``blip2core.small_batch_linear`` exists: ``nn.Linear``'s ``x @ W.T`` against the same product
-written ``(W @ x.T).T`` (what ``SmallBatchLinear`` runs), float32 on the CPU, for the weight shapes
+written ``(W @ x.T).T`` (``transposed_linear``, what ``SmallBatchLinear`` runs), float32 on the CPU, for the weight shapes
 of BLIP-2's language models (OPT-125m and OPT-2.7B) and the row counts generation runs (1: greedy
 decoding; 5: a 5-beam search; 32: the Q-Former's queries; 40: 8 questions x 5 beams; 257: as many
 rows as one image's ViT-B tokens, where ``SmallBatchLinear`` keeps ``F.linear``).
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # also run as a script: benchmarks.* importable
 from benchmarks.machine import cpu_summary  # noqa: E402
 from benchmarks.timing import median_seconds  # noqa: E402
+from blip2core.small_batch_linear import transposed_linear  # noqa: E402
 
 #: (label, out_features, in_features)
 SHAPES = (
@@ -53,10 +54,6 @@ def placed(weight: torch.Tensor, misalign: bool) -> torch.Tensor:
     return copy
 
 
-def other_form(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    return torch.addmm(bias.unsqueeze(1), weight, x.t()).t().contiguous()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="1,2,5,8,16,32,40,64,128,257")
@@ -79,10 +76,10 @@ def main() -> None:
                 x = torch.randn(rows, in_features)
                 times = median_seconds({
                     "linear": lambda: [F.linear(x, w, b) for w, b in zip(weights, biases)],
-                    "other": lambda: [other_form(x, w, b) for w, b in zip(weights, biases)],
+                    "other": lambda: [transposed_linear(x, w, b) for w, b in zip(weights, biases)],
                 }, args.repeats)
                 reference = F.linear(x, weights[0], biases[0])
-                diff = ((other_form(x, weights[0], biases[0]) - reference).abs().max() / reference.abs().max()).item()
+                diff = ((transposed_linear(x, weights[0], biases[0]) - reference).abs().max() / reference.abs().max()).item()
                 linear_ms, other_ms = times["linear"] * 1e3 / count, times["other"] * 1e3 / count
                 print(f"{label:32} {rows:>5} {linear_ms:>11.3f} {other_ms:>15.3f} {linear_ms / other_ms:>8.2f}x "
                       f"{diff:>13.1e}", flush=True)

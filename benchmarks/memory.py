@@ -54,8 +54,7 @@ def child(side: str, folder: str, dtype: str, device: str) -> dict:
     start = time.perf_counter()
     if side == "theirs":
         model = Blip2ForConditionalGeneration.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
-        processor = Blip2Processor.from_pretrained(folder)  # a pipeline holds its tokenizer and preprocessor too
-        assert processor is not None
+        Blip2Processor.from_pretrained(folder)  # a pipeline holds its tokenizer and preprocessor too
     else:
         model = load_pipeline(Path(folder), device=device, dtype=dtype)
     if device.startswith("cuda"):

@@ -8,7 +8,7 @@ torch.ao dynamic (``quantize_dynamic`` with each quantized engine of ``--engines
 ``--int8-head``: instead, a vocabulary head (SmolLM2's 49,152 x 576, as int8 codes + one scale per
 row, blip2-quant's ``Int8Rows``) at a few rows (decoding): float32, the codes cast to float then a
 float matmul, and torch's int8 weight-only kernel (``torch._weight_int8pack_mm``), which
-``Int8Rows.matmul`` uses for up to ``SMALL_BATCH_ROWS`` rows.
+``Int8Rows.matmul`` uses for up to ``INT8PACK_MAX_ROWS`` rows.
 
 This is the measurement behind blip2-quant's choice of torch.ao (not torchao) for int8-dynamic on
 CPU. Prints the median of ``--repeats`` calls per variant (the variants alternating), its ratio to

@@ -175,6 +175,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers (tests/test_lazy
         require_protocol,
     )
     from blip2core.registry import Component, Registry, format_validation_error
+    from blip2core.small_batch_linear import SmallBatchLinear
     from blip2core.spec import ComponentSpec, PipelineSpec, dump_yaml, read_structured_file
     from blip2core.torchrun import (
         TorchrunEnv,
@@ -187,7 +188,6 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers (tests/test_lazy
     )
     from blip2core.vision.blocks import resolve_layer
     from blip2core.vision.open_clip_config import image_side, open_clip_model_config, open_clip_preprocess_config
-    from blip2core.small_batch_linear import SmallBatchLinear
     from blip2core.vision.pos_embed import resample_pos_embed
 
 #: public name -> the module that defines it; imported on first use, so that a plugin module that

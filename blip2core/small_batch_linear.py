@@ -4,8 +4,8 @@
 rows, oneMKL's float32 GEMM runs the same product written the other way round, ``(W @ x.T).T``,
 faster: 1.5-4.4x at 2-8 rows, 1.1-1.4x at 128 (benchmarks/linear_layouts.py, AMD EPYC with AVX2;
 e.g. OPT-125m's 50,272 x 768 output head with the 5 rows of a 5-beam search, 62 -> 14 ms; the same
-with weights memory-mapped at unaligned addresses, as a checkpoint gives them). Those row counts are exactly what
-generation runs: every decoding step of a beam search (rows = beams x images), a batch of
+with weights memory-mapped at unaligned addresses, as a checkpoint gives them). Those row counts are
+exactly what generation runs: every decoding step of a beam search (rows = beams x images), a batch of
 captions or questions, the Q-Former's 32 queries, the language model's prefix. One row (greedy
 decoding) and hundreds of rows (a vision tower's patches, training batches) gain nothing and keep
 ``F.linear``.
@@ -48,12 +48,17 @@ class SmallBatchLinear(nn.Linear):
             or not MIN_ROWS <= x.numel() // max(weight.shape[1], 1) <= MAX_ROWS
         ):
             return F.linear(x, weight, self.bias)
-        rows = x.reshape(-1, weight.shape[1])  # [R, in]
-        if self.bias is None:
-            out = torch.mm(weight, rows.t())  # [out, R]
-        else:
-            out = torch.addmm(self.bias.unsqueeze(1), weight, rows.t())
-        return out.t().contiguous().view(*x.shape[:-1], weight.shape[0])
+        out = transposed_linear(x.reshape(-1, weight.shape[1]), weight, self.bias)
+        return out.view(*x.shape[:-1], weight.shape[0])
+
+
+def transposed_linear(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(rows, weight, bias)`` computed as ``(W @ rows.T).T``: rows [R, in] -> [R, out], contiguous."""
+    if bias is None:
+        out = torch.mm(weight, rows.t())  # [out, R]
+    else:
+        out = torch.addmm(bias.unsqueeze(1), weight, rows.t())
+    return out.t().contiguous()
 
 
 def use_small_batch_linears(module: nn.Module) -> int:

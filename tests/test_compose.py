@@ -140,7 +140,7 @@ QUANTIZER_PLUGIN = '''
 
 @pytest.mark.parametrize("method,handed", [("cast-first", torch.bfloat16), ("while-loading", torch.float32),
                                            ("own-dtype-keyword", torch.bfloat16)])
-def test_a_quantizer_taking_dtype_gets_the_llm_as_built_and_casts_it_itself(tmp_path, monkeypatch, method, handed):
+def test_only_a_quantizer_that_opts_in_gets_the_llm_as_built_and_casts_it_itself(tmp_path, monkeypatch, method, handed):
     """``Quantizer``: one that sets ``quantizes_while_loading`` gets the frozen LLM uncast (here
     float32, as its factory built it) and ``dtype``, and casts; any other (a ``dtype`` parameter of
     its own is not an opt-in) gets it cast to the pipeline's dtype first. The pipeline ends in its dtype."""

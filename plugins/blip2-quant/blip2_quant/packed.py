@@ -23,7 +23,7 @@ from torch import nn
 #: at most this many rows of activations take torch's int8 weight-only CPU kernel; from 8 rows on,
 #: casting the codes and a float matmul is faster (SmolLM2's head, AMD EPYC, fma avx f16c avx2: 8 rows
 #: 161 ms against 105 ms; benchmarks/quantization_kernels.py --int8-head --tokens 1,2,4,8,40)
-SMALL_BATCH_ROWS = 4
+INT8PACK_MAX_ROWS = 4
 INT8PACK_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -54,7 +54,7 @@ class Int8Rows(nn.Module):
         CPU (AMD EPYC, fma avx f16c avx2; benchmarks/quantization_kernels.py --int8-head)."""
         rows = x.numel() // x.shape[-1] if x.numel() else 0
         no_grad_needed = not (torch.is_grad_enabled() and x.requires_grad)  # the kernel has no derivative
-        if 0 < rows <= SMALL_BATCH_ROWS and x.device.type == "cpu" and x.dtype in INT8PACK_DTYPES and no_grad_needed:
+        if 0 < rows <= INT8PACK_MAX_ROWS and x.device.type == "cpu" and x.dtype in INT8PACK_DTYPES and no_grad_needed:
             flat = x.reshape(rows, x.shape[-1]).contiguous()
             out = torch._weight_int8pack_mm(flat, self.codes, self.scale.to(x.dtype))
             return out.view(*x.shape[:-1], self.shape[0])

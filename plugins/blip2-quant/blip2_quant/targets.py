@@ -1,8 +1,8 @@
 """Which submodules of a component a quantizer rewrites.
 
-By default: every ``nn.Linear`` (or blip2core's ``SmallBatchLinear``, the same layer), except the output head of a language model (any module returned
-by some submodule's ``get_output_embeddings()``, or a Linear whose weight is an embedding's) and
-names matching ``skip``. ``nn.Embedding`` tables only with ``include_embeddings``.
+By default: every ``nn.Linear`` (or blip2core's ``SmallBatchLinear``, the same layer), except the
+output head of a language model (any module returned by some submodule's
+``get_output_embeddings()``, or a Linear whose weight is an embedding's) and names matching ``skip``. ``nn.Embedding`` tables only with ``include_embeddings``.
 """
 
 from __future__ import annotations

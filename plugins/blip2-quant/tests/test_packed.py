@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from blip2_quant import parameter_bytes
-from blip2_quant.packed import SMALL_BATCH_ROWS, Int4Rows, Int8Rows, QuantEmbedding, QuantLinear
+from blip2_quant.packed import INT8PACK_MAX_ROWS, Int4Rows, Int8Rows, QuantEmbedding, QuantLinear
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_quant_embedding_looks_up_rows(weight):
 
 @pytest.mark.parametrize("shape", [(1, 100), (2, 1, 100), (4, 100), (5, 100), (3, 7, 100)])
 def test_int8_matmul_of_few_rows_takes_the_int8_kernel_and_agrees_with_the_cast_path(weight, shape, monkeypatch):
-    """Up to SMALL_BATCH_ROWS rows (decoding) go through torch's int8 weight-only kernel; more rows
+    """Up to INT8PACK_MAX_ROWS rows (decoding) go through torch's int8 weight-only kernel; more rows
     cast the codes. Both compute x @ (codes * scale)^T: same shape, same numbers to float rounding."""
     packed = Int8Rows(weight)
     x = torch.randn(*shape)
@@ -73,7 +73,7 @@ def test_int8_matmul_of_few_rows_takes_the_int8_kernel_and_agrees_with_the_cast_
     assert got.shape == (*shape[:-1], weight.shape[0])
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     rows = x.numel() // shape[-1]
-    assert bool(calls) == (rows <= SMALL_BATCH_ROWS)
+    assert bool(calls) == (rows <= INT8PACK_MAX_ROWS)
 
 
 def test_int8_matmul_keeps_gradients_for_few_rows(weight):
